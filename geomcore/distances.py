@@ -1,0 +1,312 @@
+"""Public entry points for hull distances and overlap decisions.
+
+All functions validate on the host first (clear ValueError/TypeError), then
+hand float64 point sets to :func:`geomcore.solvers.pairs.solve_pairs`, which
+iterates in centred, scaled float32 coordinates (float64 on request) and
+certifies every answer in float64. Distances are in the caller's units.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from geomcore._validate import as_groups, as_labels, as_points
+from geomcore.results import HullResult, HullResults
+from geomcore.sharding import pair_sharding
+from geomcore.solvers.pairs import DEFAULT_RTOL, DEFAULT_TOL, solve_pairs
+
+__all__ = [
+    "hull_distance",
+    "hull_distances",
+    "overlaps",
+    "point_hull_distances",
+    "label_distances",
+    "PointHullDistances",
+    "LabelDistances",
+]
+
+
+def _check_options(tol, rtol, dtype):
+    tol = DEFAULT_TOL if tol is None else tol
+    rtol = DEFAULT_RTOL if rtol is None else rtol
+    for name, v in (("tol", tol), ("rtol", rtol)):
+        if not isinstance(v, (int, float, np.floating, np.integer)) or not (0 < float(v) < 1):
+            raise ValueError(f"`{name}` must be a number in (0, 1); got {v!r}.")
+    if dtype is None:
+        dt = np.float32
+    else:
+        try:
+            dt = np.dtype(dtype).type
+        except TypeError as exc:
+            raise TypeError(f"`dtype` must be float32 or float64; got {dtype!r}.") from exc
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"`dtype` must be float32 or float64; got {np.dtype(dtype).name}.")
+    return float(tol), float(rtol), dt
+
+
+def _sharding(shard):
+    if shard is None or shard is True:
+        return pair_sharding()
+    if shard is False:
+        return None
+    return shard  # a user-provided jax.sharding.Sharding
+
+
+def hull_distance(
+    A: Any,
+    B: Any,
+    *,
+    tol: float | None = None,
+    rtol: float | None = None,
+    dtype: Any = None,
+    max_iter: int = 20000,
+) -> HullResult:
+    """Distance between conv(A) and conv(B): the hard-margin SVM margin width.
+
+    ``dist = min ||u - v||`` over u in conv(A), v in conv(B); 0 iff the hulls
+    intersect.
+
+    Args:
+      A: (n_a, d) points (numpy, JAX, or any DLPack array such as a torch tensor).
+      B: (n_b, d) points.
+      tol: overlap tolerance relative to the data scale (default 1e-6): the
+        hulls are called overlapping when two hull points closer than
+        ``tol * scale`` are found.
+      rtol: relative accuracy of the distance, certified as
+        ``(upper - lower) <= rtol * upper`` (default 1e-4).
+      dtype: float32 (default) or float64 for the iterations; certificates
+        are always computed in float64.
+      max_iter: iteration budget; past it the pair is decided by HiGHS.
+
+    Returns:
+      :class:`HullResult` with ``lower <= distance <= upper`` certificates and
+      the separating hyperplane (w, b).
+
+    Examples:
+      >>> import numpy as np, geomcore
+      >>> r = geomcore.hull_distance(np.array([[0.0, 0.0], [0.0, 1.0]]),
+      ...                            np.array([[2.0, 0.0], [3.0, 1.0]]))
+      >>> round(r.distance, 4), bool(r.separable)
+      (2.0, True)
+    """
+    tol, rtol, dt = _check_options(tol, rtol, dtype)
+    A = as_points(A, "A")
+    B = as_points(B, "B", width=A.shape[1])
+    res = solve_pairs([A, B], np.array([[0, 1]]), mode="distance", tol=tol, rtol=rtol,
+                      dtype=dt, max_iter=max_iter)
+    return res.pair(0)
+
+
+def _group_sets(X: np.ndarray, groups: np.ndarray):
+    """Points of each group id, as a dict id -> (n_g, d) array (one pass)."""
+    order = np.argsort(groups, kind="stable")
+    ids, starts = np.unique(groups[order], return_index=True)
+    ends = np.append(starts[1:], order.size)
+    return {int(g): X[order[s:e]] for g, s, e in zip(ids, starts, ends)}, ids
+
+
+def _check_pairs(pairs: Any, ids: np.ndarray) -> np.ndarray:
+    arr = np.asarray(pairs)
+    if arr.size == 0:
+        return np.zeros((0, 2), np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"`pairs` must have shape (m, 2) (two group ids per row); got shape {arr.shape}.")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"`pairs` must hold integer group ids; got dtype {arr.dtype}.")
+    arr = arr.astype(np.int64)
+    known = np.isin(arr, ids)
+    if not known.all():
+        r, c = np.argwhere(~known)[0]
+        raise ValueError(
+            f"`pairs` row {r} names group id {arr[r, c]}, which no point has; "
+            f"existing ids: {ids[:20].tolist()}{' ...' if ids.size > 20 else ''}."
+        )
+    same = arr[:, 0] == arr[:, 1]
+    if same.any():
+        r = int(np.flatnonzero(same)[0])
+        raise ValueError(f"`pairs` row {r} pairs group {arr[r, 0]} with itself; a pair needs two different groups.")
+    return arr
+
+
+def _prepare(X, groups, pairs):
+    X = as_points(X, "X")
+    groups = as_groups(groups, X.shape[0], "groups")
+    by_id, ids = _group_sets(X, groups)
+    pairs = _check_pairs(pairs, ids)
+    used = np.unique(pairs)
+    index = {int(g): k for k, g in enumerate(used)}
+    sets = [by_id[int(g)] for g in used]
+    local = np.vectorize(index.__getitem__, otypes=[np.int64])(pairs) if pairs.size else pairs
+    return X, sets, local
+
+
+def hull_distances(
+    X: Any,
+    groups: Any,
+    pairs: Any,
+    *,
+    tol: float | None = None,
+    rtol: float | None = None,
+    dtype: Any = None,
+    max_iter: int = 20000,
+    shard: Any = None,
+    progress: bool = False,
+) -> HullResults:
+    """Hull distances for many pairs of groups at once.
+
+    Args:
+      X: (n, d) all points.
+      groups: (n,) integer group (cluster) id of each point.
+      pairs: (m, 2) group ids; row k asks for dist(conv X[groups == pairs[k, 0]],
+        conv X[groups == pairs[k, 1]]).
+      tol, rtol, dtype, max_iter: as in :func:`hull_distance`.
+      shard: None/True: shard the pair axis over all JAX devices when there are
+        several; False: one device; or a ``jax.sharding.Sharding``.
+      progress: show a tqdm bar over pairs.
+
+    Returns:
+      :class:`HullResults`: arrays with one row per pair (``distance``,
+      ``lower``, ``upper``, ``separable``, ``w``, ``b``, ``iterations``,
+      ``status``, ``scale``) and ``n_escalated``, the number of pairs decided by
+      the exact HiGHS LP.
+    """
+    tol, rtol, dt = _check_options(tol, rtol, dtype)
+    X, sets, local = _prepare(X, groups, pairs)
+    return solve_pairs(sets, local, mode="distance", tol=tol, rtol=rtol, dtype=dt,
+                       max_iter=max_iter, sharding=_sharding(shard), progress=progress)
+
+
+def overlaps(
+    X: Any,
+    groups: Any,
+    pairs: Any,
+    *,
+    any_only: bool = False,
+    tol: float | None = None,
+    dtype: Any = None,
+    max_iter: int = 20000,
+    shard: Any = None,
+) -> np.ndarray | bool:
+    """Do the hulls of the paired groups overlap? The decision only, no distance.
+
+    A pair is separable when a hyperplane verified in float64 separates it
+    strictly, overlapping when two hull points closer than ``tol * scale`` are
+    found; pairs the iterations cannot decide are decided by HiGHS.
+
+    Returns:
+      (m,) bool array, True where the hulls overlap; with ``any_only=True`` a
+      single bool (does any pair overlap), computed with an early exit.
+    """
+    tol, _, dt = _check_options(tol, None, dtype)
+    X, sets, local = _prepare(X, groups, pairs)
+    res = solve_pairs(sets, local, mode="decide", tol=tol, any_only=any_only, dtype=dt,
+                      max_iter=max_iter, sharding=_sharding(shard))
+    if any_only:
+        return bool(np.any(~res.separable & (res.status != 4)))
+    return ~res.separable
+
+
+class PointHullDistances(NamedTuple):
+    """Distances from points to group hulls.
+
+    distances: (p, C) float64, row i column k = dist(P[i], conv X[groups == groups_[k]]).
+    groups: (C,) the group ids, in column order (sorted).
+    """
+
+    distances: np.ndarray
+    groups: np.ndarray
+
+
+def point_hull_distances(
+    P: Any,
+    X: Any,
+    groups: Any,
+    *,
+    tol: float | None = None,
+    rtol: float | None = None,
+    dtype: Any = None,
+    shard: Any = None,
+    progress: bool = False,
+) -> PointHullDistances:
+    """Distance from every row of P to the hull of every group of X.
+
+    0 where the point lies in the hull (up to ``tol``). DirectProbe predicts a
+    point's label as the label of the nearest hull.
+    """
+    tol, rtol, dt = _check_options(tol, rtol, dtype)
+    X = as_points(X, "X")
+    P = as_points(P, "P", width=X.shape[1], min_rows=0)
+    groups = as_groups(groups, X.shape[0], "groups")
+    by_id, ids = _group_sets(X, groups)
+    C = ids.size
+    if P.shape[0] == 0:
+        return PointHullDistances(np.zeros((0, C)), ids)
+    sets = [P[i : i + 1] for i in range(P.shape[0])] + [by_id[int(g)] for g in ids]
+    pi, ci = np.meshgrid(np.arange(P.shape[0]), np.arange(C), indexing="ij")
+    pairs = np.stack([pi.ravel(), P.shape[0] + ci.ravel()], axis=1)
+    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dt,
+                      sharding=_sharding(shard), progress=progress)
+    return PointHullDistances(res.distance.reshape(P.shape[0], C), ids)
+
+
+class LabelDistances(NamedTuple):
+    """Hull distances between labels (one cluster per label).
+
+    labels: (L,) sorted unique labels: the order of rows and columns.
+    matrix: (L, L) float64, symmetric, 0 on the diagonal and on overlapping pairs.
+    separable: (L, L) bool, False on the diagonal.
+    results: the :class:`HullResults` of the L(L-1)/2 pairs (i < j, row-major).
+    """
+
+    labels: np.ndarray
+    matrix: np.ndarray
+    separable: np.ndarray
+    results: HullResults
+
+    @property
+    def min_distance(self) -> np.ndarray:
+        """(L,) per label: the minimum distance to any other label (inf if L == 1)."""
+        L = self.labels.size
+        if L < 2:
+            return np.full(L, np.inf)
+        m = self.matrix + np.diag(np.full(L, np.inf))
+        return m.min(axis=1)
+
+
+def label_distances(
+    X: Any,
+    labels: Any,
+    *,
+    tol: float | None = None,
+    rtol: float | None = None,
+    dtype: Any = None,
+    shard: Any = None,
+    progress: bool = False,
+) -> LabelDistances:
+    """The (L x L) matrix of hull distances between the points of each label.
+
+    Args:
+      X: (n, d) points.
+      labels: (n,) labels of any sortable type (ints, strings).
+
+    Returns:
+      :class:`LabelDistances` in sorted label order.
+    """
+    tol, rtol, dt = _check_options(tol, rtol, dtype)
+    X = as_points(X, "X")
+    y = as_labels(labels, X.shape[0], "labels")
+    uniq, inv = np.unique(y, return_inverse=True)
+    L = uniq.size
+    iu, ju = np.triu_indices(L, k=1)
+    pairs = np.stack([iu, ju], axis=1)
+    by_id, _ = _group_sets(X, inv.astype(np.int64))
+    sets = [by_id[k] for k in range(L)]
+    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dt,
+                      sharding=_sharding(shard), progress=progress)
+    M = np.zeros((L, L))
+    S = np.zeros((L, L), bool)
+    M[iu, ju] = M[ju, iu] = res.distance
+    S[iu, ju] = S[ju, iu] = res.separable
+    return LabelDistances(uniq, M, S, res)

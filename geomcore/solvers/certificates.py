@@ -1,0 +1,68 @@
+"""Float64 certificates for a candidate hyperplane, on the full point sets.
+
+Given hull points u = A^T a and v = B^T b (a, b on the simplex) and w = u - v:
+
+    U = ||w||                                         (a feasible pair of points)
+    L = max(0, (min_i <w, a_i> - max_j <w, b_j>) / ||w||)   (the slab w defines)
+
+so L <= dist(conv A, conv B) <= U, and L > 0 proves strict separability with
+the hyperplane {x : <w, x> = (min_i <w, a_i> + max_j <w, b_j>) / 2}. Float32
+scores carry errors of order d * 2^-24 * ||x|| ||w||, so these are always
+recomputed here in float64 from the original points.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Certificate", "certify", "most_violating"]
+
+
+class Certificate(NamedTuple):
+    w: np.ndarray  # (d,) u - v, caller's units
+    lower: float  # L (may be negative before clipping: the slab overlaps)
+    upper: float  # U
+    offset: float  # b, the hyperplane's offset halfway across the slab
+    scores_a: np.ndarray  # <w, a_i>
+    scores_b: np.ndarray  # <w, b_j>
+    level_a: float  # <w, u>
+    level_b: float  # <w, v>
+
+
+def certify(A: np.ndarray, B: np.ndarray, ia, a, ib, b) -> Certificate:
+    """Certificates of the weights ``a`` on ``A[ia]`` and ``b`` on ``B[ib]``.
+
+    The weights are clipped at 0 and renormalised first so that u and v are
+    exactly convex combinations (float32 solver output is only close to it).
+    """
+    a = np.clip(np.asarray(a, np.float64), 0.0, None)
+    b = np.clip(np.asarray(b, np.float64), 0.0, None)
+    a = a / a.sum() if a.sum() > 0 else np.full(a.shape, 1.0 / a.size)
+    b = b / b.sum() if b.sum() > 0 else np.full(b.shape, 1.0 / b.size)
+    u = a @ A[ia]
+    v = b @ B[ib]
+    w = u - v
+    upper = float(np.linalg.norm(w))
+    sa = A @ w
+    sb = B @ w
+    smin, smax = float(sa.min()), float(sb.max())
+    lower = (smin - smax) / upper if upper > 0 else 0.0
+    return Certificate(w, lower, upper, 0.5 * (smin + smax), sa, sb, float(u @ w), float(v @ w))
+
+
+def most_violating(scores: np.ndarray, member: np.ndarray, k: int, *, below: float | None = None,
+                   above: float | None = None) -> np.ndarray:
+    """Indices of up to k non-member points with the most violating scores.
+
+    With ``below`` the points with scores < below, lowest first; with ``above``
+    the points with scores > above, highest first.
+    """
+    if below is not None:
+        cand = np.flatnonzero((scores < below) & ~member)
+        order = np.argsort(scores[cand], kind="stable")
+    else:
+        cand = np.flatnonzero((scores > above) & ~member)
+        order = np.argsort(-scores[cand], kind="stable")
+    return cand[order[:k]]

@@ -1,0 +1,363 @@
+"""The pair driver: working sets, batched iterations, float64 verification, LP escalation.
+
+For each pair (A, B) the solver keeps a working set: a few points of each side.
+A round solves the nearest-point problem on the working sets of all active
+pairs at once (:func:`geomcore.solvers.nearest_point.solve_padded`, padded
+into bucketed shapes so compiles stay few), then verifies the resulting w in
+float64 on *all* points of both sets (:func:`certificates.certify`). The
+certificates are valid whatever the working set: U is the distance between
+two actual hull points and L the width of the slab that w defines on the full
+sets. A pair ends when
+
+- ``decide`` mode: L > 0 (separable) or U <= tol * scale (overlap);
+- ``distance`` mode: U <= tol * scale (overlap) or (U - L) <= rtol * U;
+
+otherwise the points that violate w's slab are added to its working set and
+the round repeats, warm-started. The optimum depends only on the support
+points, which are few, so working sets stay small next to the sets
+(DESIGN.md section 5: "solve on the support plus violators, verify on all
+points"). Pairs still undecided after ``max_iter`` iterations or
+``max_rounds`` rounds are decided by HiGHS (:mod:`exact_lp`) and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from geomcore.results import HullResults, Status
+from geomcore.solvers.certificates import certify, most_violating
+from geomcore.solvers.exact_lp import lp_decide
+from geomcore.solvers.nearest_point import solve_padded
+
+__all__ = ["solve_pairs", "DEFAULT_TOL", "DEFAULT_RTOL"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOL = 1e-6
+DEFAULT_RTOL = 1e-4
+_MIN_K = 8
+_MEMORY_FLOATS = 1 << 26  # padded floats per device batch (256 MB in float32)
+
+
+def _bucket(n: int, floor: int = 1) -> int:
+    return max(floor, 1 << (max(int(n), 1) - 1).bit_length())
+
+
+@dataclass
+class _SetStats:
+    mean: np.ndarray
+    radius: float
+
+
+@dataclass
+class _Pair:
+    i: int
+    j: int
+    center: np.ndarray
+    radius: float  # R: every point of A u B lies within R of center
+    ia: np.ndarray
+    ib: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    dtype: type = np.float32
+    iterations: int = 0
+    rounds: int = 0
+    status: int = -1
+    cert: object = None
+    stalls: int = 0
+    lp_w: np.ndarray | None = field(default=None)
+
+
+def _stats(X: np.ndarray) -> _SetStats:
+    mu = X.mean(axis=0)
+    r = float(np.sqrt(((X - mu) ** 2).sum(axis=1).max()))
+    return _SetStats(mu, r)
+
+
+def _initial_working_set(X: np.ndarray, direction: np.ndarray, k: int, lowest: bool) -> np.ndarray:
+    if X.shape[0] <= k:
+        return np.arange(X.shape[0])
+    s = X @ direction
+    idx = np.argpartition(s if lowest else -s, k - 1)[:k]
+    return np.sort(idx)
+
+
+def _pad_batch(sets, pairs: list[_Pair], K: int, Bp: int, dtype):
+    d = sets[pairs[0].i].shape[1]
+    Za = np.zeros((Bp, K, d), dtype)
+    Zb = np.zeros((Bp, K, d), dtype)
+    ma = np.zeros((Bp, K), bool)
+    mb = np.zeros((Bp, K), bool)
+    a0 = np.zeros((Bp, K), dtype)
+    b0 = np.zeros((Bp, K), dtype)
+    for r, p in enumerate(pairs):
+        A, B = sets[p.i], sets[p.j]
+        na, nb = p.ia.size, p.ib.size
+        Za[r, :na] = (A[p.ia] - p.center) / p.radius
+        Zb[r, :nb] = (B[p.ib] - p.center) / p.radius
+        ma[r, :na] = True
+        mb[r, :nb] = True
+        a0[r, :na] = p.a
+        b0[r, :nb] = p.b
+    # Padding pairs: one point at the origin on both sides: w = 0, overlap at once.
+    ma[len(pairs):, 0] = True
+    mb[len(pairs):, 0] = True
+    a0[len(pairs):, 0] = 1
+    b0[len(pairs):, 0] = 1
+    return Za, ma, Zb, mb, a0, b0
+
+
+def _run_batch(sets, batch: list[_Pair], K: int, *, tol, rtol, decide, iters, sharding):
+    dtype = batch[0].dtype
+    n_dev = sharding.num_devices if sharding is not None else 1
+    Bp = _bucket(len(batch))
+    Bp = ((Bp + n_dev - 1) // n_dev) * n_dev
+    arrays = _pad_batch(sets, batch, K, Bp, dtype)
+    if sharding is not None:
+        arrays = tuple(jax.device_put(x, sharding) for x in arrays)
+    # tol on U is relative to scale = 2R; the padded coordinates are divided by R.
+    out = solve_padded(
+        *arrays,
+        tol=jnp.asarray(2.0 * tol, dtype),
+        rtol=jnp.asarray(rtol, dtype),
+        decide=jnp.asarray(decide),
+        max_iter=jnp.asarray(iters, jnp.int32),
+    )
+    a = np.asarray(out.a, np.float64)
+    b = np.asarray(out.b, np.float64)
+    it = np.asarray(out.iterations)
+    done = np.asarray(out.done)
+    for r, p in enumerate(batch):
+        p.a = a[r, : p.ia.size]
+        p.b = b[r, : p.ib.size]
+        p.iterations += int(it[r])
+        p.rounds += 1
+        p.stall_round = not bool(done[r])
+
+
+def _update(sets, p: _Pair, *, tol, rtol, decide, grow_floor) -> bool:
+    """Verify p's iterate in float64 on all points; decide or grow its working set.
+
+    Returns True if the pair is finished.
+    """
+    A, B = sets[p.i], sets[p.j]
+    c = certify(A, B, p.ia, p.a, p.ib, p.b)
+    p.cert = c
+    scale = 2.0 * p.radius
+    if c.upper <= tol * scale:
+        p.status = Status.OVERLAP
+        return True
+    if decide and c.lower > 0:
+        p.status = Status.SEPARABLE
+        return True
+    if not decide and c.lower > 0 and (c.upper - c.lower) <= rtol * c.upper:
+        p.status = Status.CERTIFIED
+        return True
+    ma = np.zeros(A.shape[0], bool)
+    ma[p.ia] = True
+    mb = np.zeros(B.shape[0], bool)
+    mb[p.ib] = True
+    k = max(grow_floor, p.ia.size, p.ib.size)
+    # Points below u's level (A side) or above v's (B side) violate the
+    # working-set optimality conditions <w, a_i> >= <w, u>, <w, b_j> <= <w, v>.
+    slack = 1e-12 * (abs(c.level_a) + abs(c.level_b) + c.upper * p.radius)
+    new_a = most_violating(c.scores_a, ma, k, below=c.level_a - slack)
+    new_b = most_violating(c.scores_b, mb, k, above=c.level_b + slack)
+    if new_a.size or new_b.size:
+        p.ia = np.concatenate([p.ia, new_a])
+        p.ib = np.concatenate([p.ib, new_b])
+        p.a = np.concatenate([p.a, np.zeros(new_a.size)])
+        p.b = np.concatenate([p.b, np.zeros(new_b.size)])
+        p.stalls = 0
+    elif getattr(p, "stall_round", False):
+        # Working set complete but the sub-problem did not converge: float32
+        # may be at its limit on a thin margin; continue in float64 if x64 is
+        # available to this process.
+        p.stalls += 1
+        if p.stalls >= 2 and p.dtype == np.float32:
+            p.dtype = np.float64
+    return False
+
+
+def solve_pairs(
+    sets: Sequence[np.ndarray],
+    pairs: np.ndarray,
+    *,
+    mode: str = "distance",
+    tol: float = DEFAULT_TOL,
+    rtol: float = DEFAULT_RTOL,
+    any_only: bool = False,
+    max_iter: int = 20000,
+    max_rounds: int = 40,
+    round_iter: int = 2000,
+    working_set: int = 64,
+    dtype=np.float32,
+    sharding=None,
+    progress: bool = False,
+) -> HullResults:
+    """Hull distances or overlap decisions for many pairs of point sets.
+
+    Args:
+      sets: float64 (n_i, d) arrays, already validated (finite, same d, n_i >= 1).
+      pairs: (m, 2) int indices into ``sets``.
+      mode: "distance" (certify (U - L) <= rtol U) or "decide" (stop at the
+        first certificate of separability or overlap).
+      tol: overlap threshold, relative to the pair's scale (a bound on the
+        diameter of A u B: diam <= scale <= 4 diam).
+      rtol: relative gap for distances.
+      any_only: "decide" only: stop the whole call at the first overlapping
+        pair; pairs not finished get Status.SKIPPED.
+      max_iter: iteration budget per pair; max_rounds: working-set rounds per
+        pair. Pairs over budget are decided by HiGHS (Status.EXACT_LP).
+      round_iter: iterations per round before the working set is re-verified.
+      working_set: initial points per side.
+      dtype: np.float32 (default) or np.float64 for the iterations
+        (certificates are always float64).
+      sharding: optional ``jax.sharding.Sharding`` for the pair axis.
+
+    Returns:
+      :class:`HullResults`, distances in the units of ``sets``.
+    """
+    if mode not in ("distance", "decide"):
+        raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
+    decide = mode == "decide"
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    m = pairs.shape[0]
+    d = sets[0].shape[1] if len(sets) else 0
+    stats: dict[int, _SetStats] = {}
+    work: list[_Pair] = []
+    for i, j in pairs:
+        for s in (i, j):
+            if s not in stats:
+                stats[s] = _stats(sets[s])
+        si, sj = stats[i], stats[j]
+        center = 0.5 * (si.mean + sj.mean)
+        radius = max(si.radius + float(np.linalg.norm(si.mean - center)),
+                     sj.radius + float(np.linalg.norm(sj.mean - center)))
+        direction = si.mean - sj.mean
+        if not np.any(direction):
+            direction = np.zeros(d)
+            direction[0] = 1.0
+        ia = _initial_working_set(sets[i], direction, working_set, lowest=True)
+        ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
+        p = _Pair(int(i), int(j), center, radius if radius > 0 else 1.0, ia, ib,
+                  np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype)
+        work.append(p)
+
+    # Round 0: the uniform weights already certify many pairs (centroid-like
+    # directions), at no iteration cost.
+    active = []
+    for p in work:
+        if not _update(sets, p, tol=tol, rtol=rtol, decide=decide, grow_floor=working_set):
+            active.append(p)
+    found_overlap = any(p.status == Status.OVERLAP for p in work)
+    n_escalated = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=m, desc="hull pairs", unit="pair", initial=m - len(active))
+
+    while active and not (any_only and found_overlap):
+        escalate = [p for p in active if p.iterations >= max_iter or p.rounds >= max_rounds]
+        runnable = [p for p in active if p not in escalate]
+        for p in escalate:
+            _escalate(sets, p, decide)
+            n_escalated += 1
+        # Bucket by (dtype, K); chunk by memory.
+        groups: dict[tuple, list[_Pair]] = {}
+        for p in runnable:
+            K = _bucket(max(p.ia.size, p.ib.size), _MIN_K)
+            groups.setdefault((np.dtype(p.dtype).name, K), []).append(p)
+        for (dt, K), plist in sorted(groups.items()):
+            per_batch = max(1, _MEMORY_FLOATS // (2 * K * d))
+            for s in range(0, len(plist), per_batch):
+                batch = plist[s : s + per_batch]
+                iters = min(round_iter, max_iter - min(p.iterations for p in batch))
+                if dt == "float64":
+                    with jax.enable_x64(True):
+                        _run_batch(sets, batch, K, tol=tol, rtol=rtol / 4, decide=decide,
+                                   iters=max(iters, 1), sharding=sharding)
+                else:
+                    _run_batch(sets, batch, K, tol=tol, rtol=rtol / 4, decide=decide,
+                               iters=max(iters, 1), sharding=sharding)
+        still = []
+        for p in runnable:
+            if _update(sets, p, tol=tol, rtol=rtol, decide=decide, grow_floor=working_set):
+                found_overlap |= p.status == Status.OVERLAP
+            else:
+                still.append(p)
+        if bar is not None:
+            bar.update(len(active) - len(still))
+        active = still
+    if bar is not None:
+        bar.close()
+    for p in active:  # any_only stopped early
+        p.status = Status.SKIPPED
+    return _collect(work, m, d, n_escalated)
+
+
+def _escalate(sets, p: _Pair, decide: bool) -> None:
+    A, B = sets[p.i], sets[p.j]
+    # Centred and scaled so HiGHS's absolute tolerances mean the same on any data.
+    As = (A - p.center) / p.radius
+    Bs = (B - p.center) / p.radius
+    support_a = p.ia[p.a > 1e-9] if p.a.size else p.ia
+    support_b = p.ib[p.b > 1e-9] if p.b.size else p.ib
+    ia = np.union1d(p.ia, support_a)
+    ib = np.union1d(p.ib, support_b)
+    res = lp_decide(As, Bs, ia, ib)
+    log.info("pair (%d, %d) escalated to HiGHS after %d iterations: %s",
+             p.i, p.j, p.iterations, "separable" if res.separable else "overlap")
+    p.status = Status.EXACT_LP
+    if res.separable:
+        c = p.cert
+        # Keep the solver's hull points for U; take the LP's hyperplane for L if
+        # it gives the wider certified slab.
+        sa, sb = A @ res.w, B @ res.w
+        nrm = float(np.linalg.norm(res.w))
+        lp_lower = (sa.min() - sb.max()) / nrm
+        if c is None or lp_lower > c.lower:
+            p.lp_w = res.w / nrm
+            p.lp_lower = float(lp_lower)
+            p.lp_offset = float(0.5 * (sa.min() + sb.max()) / nrm)
+    p.lp_separable = bool(res.separable)
+
+
+def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults:
+    distance = np.zeros(m)
+    lower = np.zeros(m)
+    upper = np.zeros(m)
+    separable = np.zeros(m, bool)
+    w = np.zeros((m, d))
+    b = np.zeros(m)
+    iterations = np.zeros(m, np.int64)
+    status = np.zeros(m, np.int8)
+    scale = np.zeros(m)
+    for k, p in enumerate(work):
+        c = p.cert
+        status[k] = p.status
+        iterations[k] = p.iterations
+        scale[k] = 2.0 * p.radius
+        upper[k] = c.upper
+        w[k] = c.w
+        b[k] = c.offset
+        if p.status == Status.EXACT_LP:
+            sep = p.lp_separable
+            lo = max(c.lower, getattr(p, "lp_lower", -np.inf)) if sep else 0.0
+            if sep and getattr(p, "lp_w", None) is not None and p.lp_lower >= c.lower:
+                w[k] = p.lp_w
+                b[k] = p.lp_offset
+        else:
+            sep = p.status in (Status.CERTIFIED, Status.SEPARABLE)
+            lo = c.lower
+        separable[k] = sep
+        lower[k] = max(lo, 0.0) if sep else 0.0
+        distance[k] = c.upper if sep else 0.0
+    return HullResults(distance, lower, upper, separable, w, b, iterations, status, scale, n_escalated)

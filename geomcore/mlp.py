@@ -1,0 +1,877 @@
+"""Two-hidden-layer MLP classifier probes on JAX + optax, trained as a batched grid.
+
+The 2022 study ("A Closer Look at How Fine-tuning Changes BERT") judges a
+representation with classifier probes: two-hidden-layer ReLU MLPs trained with
+Adam for at most 1000 epochs, hidden sizes from {32, 64, 128, 256}^2, an L2
+weight from a log-spaced range, the best configuration (on a validation split)
+retrained with 5 seeds, mean and standard deviation of test accuracy reported.
+The original looped over scikit-learn's ``MLPClassifier``; here every
+configuration of the grid trains at once.
+
+Model (one configuration, ``C`` classes, input width ``d``)::
+
+    h1 = relu(x W1 + b1)          W1: (d, H1)
+    h2 = relu(h1 W2 + b2)         W2: (H1, H2)
+    p  = softmax(h2 W3 + b3)      W3: (H2, C)
+
+Loss of a mini-batch B (as scikit-learn's ``MLPClassifier``)::
+
+    L_B = -1/|B| sum_{i in B} log p_{y_i}(x_i)  +  alpha / (2 |B|) * (||W1||^2 + ||W2||^2 + ||W3||^2)
+
+(biases are not penalised). Optimiser: Adam (``optax.adam``; lr 1e-3, betas
+0.9/0.999, eps 1e-8), mini-batches of ``min(200, n)`` from a fresh permutation
+every epoch (the last batch is the remainder, as ``sklearn.utils.gen_batches``).
+Stopping as scikit-learn's: the epoch loss is the sample-weighted mean of the
+batch losses; a model stops when its epoch loss failed to improve on its best by
+more than ``tol`` for more than ``n_iter_no_change`` consecutive epochs, or after
+``max_iter`` epochs (then ``converged`` is False). Weights start Glorot-uniform as
+scikit-learn's ``_init_coef``: U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
+biases too.
+
+Batching. Models of different hidden sizes are padded to a common (H1, H2) and
+vmapped. Padded units carry zero weights and a zero mask; their activations are
+multiplied by the mask, so they are exactly zero, their weights get exactly zero
+gradient and zero L2 gradient, and Adam leaves them at exactly zero: a padded
+model computes the same function as the unpadded one. Early stopping is a
+per-model flag: a stopped model's parameters and optimiser state no longer
+change, and the epoch loop (``lax.while_loop`` inside ``jit``, run in chunks of
+epochs from the host so that progress can be shown) ends when every model has
+stopped. The data are padded to a bucketed number of mini-batches; the
+permutation of an epoch is drawn per point index (``fold_in``) so it depends only
+on the seed, the epoch and the true number of points, never on the padding.
+
+Differences from scikit-learn worth knowing: two classes use a 2-way softmax
+(scikit-learn uses one logistic unit; same decision function family); optax's
+Adam puts eps outside the bias correction (scikit-learn inside), which only
+matters while the second moment is ~1e-16; training runs in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import Any, Hashable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from geomcore._validate import as_labels, as_points, check_same_width
+
+__all__ = [
+    "MLPConfig",
+    "MLPGrid",
+    "MLPProbeResult",
+    "MLPProbe",
+    "mlp_probe",
+    "train_mlps",
+    "validation_split",
+    "DEFAULT_HIDDEN_SIZES",
+    "DEFAULT_ALPHAS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Hidden sizes of each of the two layers searched by :func:`mlp_probe`.
+DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (32, 64, 128, 256)
+#: L2 weights searched by :func:`mlp_probe`: ``np.logspace(-5, -1, 5)``.
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-5, -1, 5))
+
+# Epochs run per jitted call; the host loop between calls updates progress and
+# stops as soon as every model has stopped.
+_EPOCH_CHUNK = 20
+# Rows per jitted prediction call (bounded memory: models x rows x hidden).
+_PREDICT_ROWS = 2048
+
+
+# --------------------------------------------------------------------------- results
+
+
+class MLPConfig(NamedTuple):
+    """One probe configuration: hidden sizes (H1, H2) and the L2 weight alpha."""
+
+    hidden_sizes: tuple[int, int]
+    alpha: float
+
+
+class MLPGrid(NamedTuple):
+    """Validation scores of every configuration of the grid search (G rows).
+
+    Attributes:
+      hidden_sizes: (G, 2) int, (H1, H2) of each configuration.
+      alphas: (G,) float, the L2 weight of each configuration.
+      val_accuracy: (G,) float in [0, 1], accuracy on the validation split.
+      n_iter: (G,) int, epochs trained.
+      converged: (G,) bool, False when a model hit ``max_iter``.
+    """
+
+    hidden_sizes: np.ndarray
+    alphas: np.ndarray
+    val_accuracy: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+
+    def config(self, i: int) -> MLPConfig:
+        h1, h2 = (int(v) for v in self.hidden_sizes[i])
+        return MLPConfig((h1, h2), float(self.alphas[i]))
+
+    @property
+    def best_index(self) -> int:
+        """Index of the best validation accuracy (first in grid order on ties)."""
+        return int(np.argmax(self.val_accuracy))
+
+
+class MLPProbeResult(NamedTuple):
+    """Outcome of :func:`mlp_probe`.
+
+    Attributes:
+      config: the chosen :class:`MLPConfig` (best validation accuracy).
+      accuracies: (n_seeds,) test accuracy of the chosen configuration retrained
+        on the whole training set with each seed; fractions in [0, 1]. Test
+        points whose label never occurs in training count as wrong.
+      mean: mean of ``accuracies``.
+      std: standard deviation of ``accuracies`` (population, ddof=0).
+      grid: :class:`MLPGrid`, every configuration's validation score.
+      classes: (C,) the sorted training labels (the probe's output classes).
+      unseen_test_labels: sorted labels present in the test set but not in
+        training (their points are counted wrong).
+      n_unseen_test: number of test points with such labels.
+      seeds: the seeds of the retrained models.
+      n_iter: (n_seeds,) epochs each retrained model ran.
+      converged: (n_seeds,) False for models that hit ``max_iter``.
+    """
+
+    config: MLPConfig
+    accuracies: np.ndarray
+    mean: float
+    std: float
+    grid: MLPGrid
+    classes: np.ndarray
+    unseen_test_labels: tuple
+    n_unseen_test: int
+    seeds: tuple[int, ...]
+    n_iter: np.ndarray
+    converged: np.ndarray
+
+
+class _Trained(NamedTuple):
+    """Host copy of a batch of trained models (leading axis M), unpadded views via sizes."""
+
+    params: tuple  # (W1, b1, W2, b2, W3, b3), each (M, ...) numpy float32, padded
+    m1: np.ndarray  # (M, H1pad) float32 masks
+    m2: np.ndarray  # (M, H2pad)
+    n_iter: np.ndarray  # (M,)
+    loss: np.ndarray  # (M,) last epoch loss
+    converged: np.ndarray  # (M,)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer; got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
+    return int(value)
+
+
+def _check_float(value: Any, name: str, *, positive: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"`{name}` must be a real number; got {value!r}.")
+    out = float(value)
+    if not math.isfinite(out) or out < 0 or (positive and out == 0):
+        kind = "> 0" if positive else ">= 0"
+        raise ValueError(f"`{name}` must be finite and {kind}; got {value!r}.")
+    return out
+
+
+def _encode_labels(y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique labels and the index of each entry; a clear error for unsortable mixes."""
+    try:
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(
+            f"`{name}` mixes label types that cannot be ordered (e.g. ints and strings); "
+            f"use one type for all labels ({exc})."
+        ) from exc
+    return classes, codes.reshape(-1).astype(np.int32)
+
+
+def _check_hidden(hidden: Any, name: str) -> tuple[int, int]:
+    try:
+        h = tuple(hidden)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a pair (H1, H2) of positive ints; got {hidden!r}.") from None
+    if len(h) != 2:
+        raise ValueError(f"`{name}` must have exactly two hidden sizes (H1, H2); got {hidden!r}.")
+    return (_check_int(h[0], f"{name}[0]", 1), _check_int(h[1], f"{name}[1]", 1))
+
+
+# --------------------------------------------------------------------------- validation split
+
+
+def validation_split(
+    codes: np.ndarray, *, fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, deterministic train/validation split of label codes.
+
+    Every class with at least two points puts ``max(1, round(fraction * count))``
+    points in validation (never all of them: one stays in training); classes with
+    a single point stay in training. Which points go is a permutation drawn from
+    ``np.random.default_rng(seed)``.
+
+    Args:
+      codes: (n,) integer class codes.
+      fraction: validation fraction in (0, 1).
+      seed: seed of the permutation.
+
+    Returns:
+      (fit_idx, val_idx): sorted integer index arrays partitioning range(n).
+
+    Raises:
+      ValueError: if the set is too small for the split: fewer than
+        ``ceil(1 / fraction)`` points, or no class with two points.
+    """
+    codes = np.asarray(codes)
+    n = codes.shape[0]
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`val_fraction` must be in (0, 1); got {fraction!r}.")
+    need = math.ceil(1.0 / fraction - 1e-9)
+    if n < need:
+        raise ValueError(
+            f"the training set has {n} points, too few for a validation split of "
+            f"{fraction:g}: at least {need} points are needed."
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    val = []
+    for c in np.unique(codes):
+        members = order[codes[order] == c]
+        if members.shape[0] < 2:
+            continue
+        k = min(max(1, int(round(fraction * members.shape[0]))), members.shape[0] - 1)
+        val.append(members[:k])
+    if not val:
+        raise ValueError(
+            "the training set is too small for a validation split: no class has the two "
+            "points needed to hold one out."
+        )
+    val_idx = np.sort(np.concatenate(val))
+    fit_mask = np.ones(n, dtype=bool)
+    fit_mask[val_idx] = False
+    return np.flatnonzero(fit_mask), val_idx
+
+
+# --------------------------------------------------------------------------- model math
+
+
+def _forward(params, m1, m2, x):
+    """Logits (..., C) of one padded model; padded units are masked to exactly zero."""
+    w1, b1, w2, b2, w3, b3 = params
+    h1 = jax.nn.relu(x @ w1 + b1) * m1
+    h2 = jax.nn.relu(h1 @ w2 + b2) * m2
+    return h2 @ w3 + b3
+
+
+def _batch_loss(params, m1, m2, alpha, xb, yb, weight, count):
+    """Mean cross-entropy over the real points of a batch plus alpha/(2|B|) sum ||W||^2."""
+    logits = _forward(params, m1, m2, xb)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, yb[:, None], axis=-1)[:, 0]
+    w1, _, w2, _, w3, _ = params
+    l2 = jnp.sum(w1 * w1) + jnp.sum(w2 * w2) + jnp.sum(w3 * w3)
+    return jnp.sum(nll * weight) / count + 0.5 * alpha * l2 / count
+
+
+def _epoch_permutation(key, epoch, n_pad, n_real):
+    """A permutation of range(n_pad) whose first n_real entries permute range(n_real).
+
+    Each index draws its own random number from ``fold_in(fold_in(key, epoch), i)``,
+    so the order of the real points does not depend on n_pad (the padding bucket).
+    """
+    ek = jax.random.fold_in(key, epoch)
+    idx = jnp.arange(n_pad, dtype=jnp.uint32)
+    bits = jax.vmap(lambda i: jax.random.bits(jax.random.fold_in(ek, i), dtype=jnp.uint32))(idx)
+    # Padding sorts last: it gets the largest key, and a real point that draws the
+    # same key keeps its place before it because the sort is stable.
+    r = jnp.where(jnp.arange(n_pad) < n_real, bits, jnp.uint32(0xFFFFFFFF))
+    return jnp.argsort(r, stable=True).astype(jnp.int32)
+
+
+class _State(NamedTuple):
+    params: tuple
+    opt_state: Any
+    epoch: jax.Array  # scalar int32: epochs run by this batch of models (the longest)
+    n_iter: jax.Array  # (M,) int32
+    best: jax.Array  # (M,) float32
+    no_improve: jax.Array  # (M,) int32
+    active: jax.Array  # (M,) bool
+    loss: jax.Array  # (M,) float32
+
+
+def _optimizer(lr, b1, b2, eps):
+    return optax.adam(learning_rate=lr, b1=b1, b2=b2, eps=eps)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "batch_size", "n_batches", "chunk", "max_iter", "tol", "n_iter_no_change",
+        "lr", "b1", "b2", "eps",
+    ),
+)
+def _run_chunk(
+    state, keys, m1, m2, alpha, X, y, n_real, *,
+    batch_size, n_batches, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
+):
+    """Run up to ``chunk`` epochs of all M models (vmapped); stop early when all stopped.
+
+    Shapes: X (n_pad, d) float32, y (n_pad,) int32, n_real scalar int32 (points
+    beyond it are padding), keys (M, 2) uint32, m1 (M, H1), m2 (M, H2), alpha (M,).
+    """
+    opt = _optimizer(lr, b1, b2, eps)
+    n_pad = X.shape[0]
+    n_real_f = n_real.astype(jnp.float32)
+
+    def model_step(p, s, idx, mk1, mk2, a, active, weight, count):
+        loss, g = jax.value_and_grad(_batch_loss)(p, mk1, mk2, a, X[idx], y[idx], weight, count)
+        upd, s_new = opt.update(g, s, p)
+        p_new = optax.apply_updates(p, upd)
+        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731  (stopped: frozen)
+        return (
+            jax.tree_util.tree_map(keep, p_new, p),
+            jax.tree_util.tree_map(keep, s_new, s),
+            loss * count,
+        )
+
+    vstep = jax.vmap(model_step, in_axes=(0, 0, 0, 0, 0, 0, 0, None, None))
+
+    def one_epoch(st: _State) -> _State:
+        perms = jax.vmap(_epoch_permutation, in_axes=(0, None, None, None))(
+            keys, st.epoch, n_pad, n_real
+        )
+
+        def batch(carry, b):
+            def run(c):
+                p, s, acc = c
+                start = b * batch_size
+                idx = jax.lax.dynamic_slice_in_dim(perms, start, batch_size, axis=1)
+                weight = ((start + jnp.arange(batch_size)) < n_real).astype(jnp.float32)
+                count = jnp.sum(weight)
+                p, s, bl = vstep(p, s, idx, m1, m2, alpha, st.active, weight, count)
+                return p, s, acc + bl
+
+            # The predicate is the same for every model (not vmapped): a real branch,
+            # so batches that are pure padding cost nothing.
+            return jax.lax.cond(b * batch_size < n_real, run, lambda c: c, carry), None
+
+        zero = jnp.zeros_like(st.loss)
+        (p, s, acc), _ = jax.lax.scan(
+            batch, (st.params, st.opt_state, zero), jnp.arange(n_batches, dtype=jnp.int32)
+        )
+        loss = acc / n_real_f
+        # scikit-learn's _update_no_improvement_count (early_stopping=False).
+        worse = loss > st.best - tol
+        no_improve = jnp.where(worse, st.no_improve + 1, 0)
+        best = jnp.minimum(st.best, loss)
+        n_iter = st.n_iter + 1
+        stop = (no_improve > n_iter_no_change) | (n_iter >= max_iter)
+        a = st.active
+        return _State(
+            params=p,
+            opt_state=s,
+            epoch=st.epoch + 1,
+            n_iter=jnp.where(a, n_iter, st.n_iter),
+            best=jnp.where(a, best, st.best),
+            no_improve=jnp.where(a, no_improve, st.no_improve),
+            active=a & ~stop,
+            loss=jnp.where(a, loss, st.loss),
+        )
+
+    def cond(c):
+        k, st = c
+        return (k < chunk) & jnp.any(st.active) & (st.epoch < max_iter)
+
+    def body(c):
+        k, st = c
+        return k + 1, one_epoch(st)
+
+    _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), state))
+    return state
+
+
+@jax.jit
+def _predict_chunk(params, m1, m2, X):
+    """Argmax class (M, rows) of M padded models on a block of rows X (rows, d)."""
+    logits = jax.vmap(_forward, in_axes=(0, 0, 0, None))(params, m1, m2, X)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+@jax.jit
+def _proba_chunk(params, m1, m2, X):
+    logits = jax.vmap(_forward, in_axes=(0, 0, 0, None))(params, m1, m2, X)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _blocks(X: np.ndarray, fn, params, m1, m2) -> np.ndarray:
+    """Apply a jitted per-block function over fixed-size row blocks (one compile)."""
+    n = X.shape[0]
+    rows = min(_PREDICT_ROWS, _bucket(n, 8))
+    out = []
+    for start in range(0, n, rows):
+        block = X[start : start + rows]
+        real = block.shape[0]
+        if real < rows:
+            block = np.concatenate([block, np.zeros((rows - real, X.shape[1]), X.dtype)])
+        out.append(np.asarray(fn(params, m1, m2, jnp.asarray(block)))[:, :real])
+    return np.concatenate(out, axis=1)
+
+
+# --------------------------------------------------------------------------- training driver
+
+
+def _bucket(n: int, unit: int) -> int:
+    """Round n up to unit * {2^k or 1.5 * 2^k} (fewer distinct shapes, <= 33% waste)."""
+    k = max(1, math.ceil(n / unit))
+    p = 1
+    while p < k:
+        if p * 3 // 2 >= k and p >= 2:
+            return unit * (p * 3 // 2)
+        p *= 2
+    return unit * p
+
+
+def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``_init_coef`` for ReLU: U(-r, r), r = sqrt(6 / (fan_in + fan_out))."""
+    r = math.sqrt(6.0 / (fan_in + fan_out))
+    w = rng.uniform(-r, r, (fan_in, fan_out))
+    b = rng.uniform(-r, r, fan_out)
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def _init_params(d: int, n_classes: int, sizes, seeds, h1p: int, h2p: int):
+    """Stack M Glorot-initialised models padded with zeros to (h1p, h2p).
+
+    Model m's weights come from ``np.random.default_rng([seed_m, 0])`` at its own
+    exact shape, so they do not depend on the padding or on the other models.
+    """
+    M = len(sizes)
+    W1 = np.zeros((M, d, h1p), np.float32)
+    B1 = np.zeros((M, h1p), np.float32)
+    W2 = np.zeros((M, h1p, h2p), np.float32)
+    B2 = np.zeros((M, h2p), np.float32)
+    W3 = np.zeros((M, h2p, n_classes), np.float32)
+    B3 = np.zeros((M, n_classes), np.float32)
+    m1 = np.zeros((M, h1p), np.float32)
+    m2 = np.zeros((M, h2p), np.float32)
+    for m, ((h1, h2), seed) in enumerate(zip(sizes, seeds)):
+        rng = np.random.default_rng([int(seed), 0])
+        W1[m, :, :h1], B1[m, :h1] = _glorot(rng, d, h1)
+        W2[m, :h1, :h2], B2[m, :h2] = _glorot(rng, h1, h2)
+        W3[m, :h2, :], B3[m] = _glorot(rng, h2, n_classes)
+        m1[m, :h1] = 1.0
+        m2[m, :h2] = 1.0
+    return (W1, B1, W2, B2, W3, B3), m1, m2
+
+
+def train_mlps(
+    X: np.ndarray,
+    codes: np.ndarray,
+    n_classes: int,
+    hidden_sizes: Sequence[tuple[int, int]],
+    alphas: Sequence[float],
+    seeds: Sequence[int],
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    n_iter_no_change: int = 10,
+    batch_size: int | None = None,
+    learning_rate: float = 1e-3,
+    pad_to: tuple[int, int] | None = None,
+    progress: bool = False,
+    desc: str = "mlp",
+) -> _Trained:
+    """Train M two-hidden-layer MLPs on the same data at once (one vmapped, jitted loop).
+
+    Low-level entry point behind :func:`mlp_probe` and :class:`MLPProbe`; inputs
+    are trusted (validated by the callers).
+
+    Args:
+      X: (n, d) float32 training points.
+      codes: (n,) int class codes in [0, n_classes).
+      n_classes: C, the number of outputs.
+      hidden_sizes: M pairs (H1, H2).
+      alphas: M L2 weights.
+      seeds: M ints; model m's initial weights and epoch permutations derive from seeds[m].
+      max_iter, tol, n_iter_no_change: stopping, as scikit-learn's MLPClassifier.
+      batch_size: mini-batch size; None means min(200, n).
+      learning_rate: Adam's step size.
+      pad_to: common padded (H1, H2); default the largest sizes among the M models.
+      progress: show a tqdm bar over epochs.
+
+    Returns:
+      _Trained with padded parameters (numpy), masks, epochs run, last loss, converged flags.
+    """
+    n, d = X.shape
+    M = len(hidden_sizes)
+    bs = min(200, n) if batch_size is None else min(int(batch_size), n)
+    n_batches = _bucket(n, bs) // bs
+    n_pad = n_batches * bs
+    h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
+    h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]
+    params, m1, m2 = _init_params(d, n_classes, hidden_sizes, seeds, h1p, h2p)
+
+    Xp = np.zeros((n_pad, d), np.float32)
+    Xp[:n] = X
+    yp = np.zeros(n_pad, np.int32)
+    yp[:n] = codes
+    keys = jnp.stack([jax.random.PRNGKey(int(s) + 1_000_003) for s in seeds])
+
+    opt = _optimizer(learning_rate, 0.9, 0.999, 1e-8)
+    jparams = tuple(jnp.asarray(p) for p in params)
+    state = _State(
+        params=jparams,
+        opt_state=jax.vmap(opt.init)(jparams),
+        epoch=jnp.int32(0),
+        n_iter=jnp.zeros(M, jnp.int32),
+        best=jnp.full(M, jnp.inf, jnp.float32),
+        no_improve=jnp.zeros(M, jnp.int32),
+        active=jnp.ones(M, bool),
+        loss=jnp.full(M, jnp.nan, jnp.float32),
+    )
+    args = (
+        keys, jnp.asarray(m1), jnp.asarray(m2), jnp.asarray(np.asarray(alphas, np.float32)),
+        jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n),
+    )
+    static = dict(
+        batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK, max_iter=int(max_iter),
+        tol=float(tol), n_iter_no_change=int(n_iter_no_change), lr=float(learning_rate),
+        b1=0.9, b2=0.999, eps=1e-8,
+    )
+    done = 0
+    with tqdm(total=max_iter, desc=desc, unit="epoch", disable=not progress, leave=False) as bar:
+        while True:
+            state = _run_chunk(state, *args, **static)
+            epoch = int(state.epoch)
+            n_active = int(jnp.sum(state.active))
+            bar.update(epoch - done)
+            bar.set_postfix(active=n_active)
+            done = epoch
+            if n_active == 0 or epoch >= max_iter:
+                break
+    n_iter = np.asarray(state.n_iter)
+    # A model that stopped by the tolerance rule before max_iter converged; one
+    # that used all epochs did not (scikit-learn's ConvergenceWarning case).
+    no_imp = np.asarray(state.no_improve)
+    converged = no_imp > n_iter_no_change
+    if not converged.all():
+        logger.warning(
+            "%d of %d MLPs reached max_iter=%d without the loss settling (tol=%g).",
+            int((~converged).sum()), M, max_iter, tol,
+        )
+    return _Trained(
+        params=tuple(np.asarray(p) for p in state.params),
+        m1=m1,
+        m2=m2,
+        n_iter=n_iter,
+        loss=np.asarray(state.loss),
+        converged=converged,
+    )
+
+
+def _predict_codes(trained: _Trained, X: np.ndarray) -> np.ndarray:
+    params = tuple(jnp.asarray(p) for p in trained.params)
+    return _blocks(X, _predict_chunk, params, jnp.asarray(trained.m1), jnp.asarray(trained.m2))
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def _groups(configs: list[tuple[int, int]], group_by: str) -> list[list[int]]:
+    """Partition configuration indices into vmapped groups (one compiled shape each)."""
+    if group_by == "all":
+        return [list(range(len(configs)))]
+    if group_by == "h1":
+        keyf = lambda c: c[0]  # noqa: E731
+    elif group_by == "shape":
+        keyf = lambda c: c  # noqa: E731
+    else:
+        raise ValueError(f"`group_by` must be 'all', 'h1' or 'shape'; got {group_by!r}.")
+    out: dict = {}
+    for i, c in enumerate(configs):
+        out.setdefault(keyf(c), []).append(i)
+    return list(out.values())
+
+
+def mlp_probe(
+    X_train: Any,
+    y_train: Any,
+    X_test: Any,
+    y_test: Any,
+    *,
+    hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    n_seeds: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    n_iter_no_change: int = 10,
+    batch_size: int | None = None,
+    learning_rate: float = 1e-3,
+    standardize: bool = False,
+    group_by: str = "h1",
+    progress: bool = True,
+) -> MLPProbeResult:
+    """The paper's MLP probe: grid search on a validation split, retrain the best with seeds.
+
+    1. Split the training data (stratified, ``val_fraction``, from ``seed``; see
+       :func:`validation_split`).
+    2. Train every configuration (H1, H2, alpha) in ``hidden_sizes`` x
+       ``hidden_sizes`` x ``alphas`` on the rest with seed ``seed``; score each
+       on the validation split. The best validation accuracy wins (ties: first in
+       the order H1, then H2, then alpha, all ascending as given).
+    3. Retrain the winner on the whole training set with seeds ``seed, ...,
+       seed + n_seeds - 1``; report each model's test accuracy, their mean and
+       standard deviation.
+
+    Args:
+      X_train: (n, d) training representations (numpy, JAX, DLPack).
+      y_train: (n,) labels, any hashable values of one type (ints, strings).
+      X_test: (m, d) test representations.
+      y_test: (m,) test labels; labels absent from training are reported in
+        ``unseen_test_labels`` and counted wrong.
+      hidden_sizes: sizes searched for each of the two hidden layers.
+      alphas: L2 weights searched (default ``np.logspace(-5, -1, 5)``).
+      n_seeds: seeds for the retrained best configuration.
+      seed: base seed (validation split, grid initialisation, first retrain seed).
+      val_fraction: validation fraction of the training set.
+      max_iter, tol, n_iter_no_change, batch_size, learning_rate: as scikit-learn's
+        MLPClassifier (solver "adam").
+      standardize: if True, centre and scale features by the training mean and
+        standard deviation (scikit-learn does not; default off).
+      group_by: how the grid is batched: "all" (one vmapped group, hidden sizes
+        padded to the largest), "h1" (one group per first-layer size, the
+        default), or "shape" (one per (H1, H2)). Results are the same up to float
+        rounding; only speed and compile count change.
+      progress: show tqdm bars.
+
+    Returns:
+      :class:`MLPProbeResult`.
+
+    Raises:
+      ValueError / TypeError: bad arrays or labels (naming the argument and row),
+        a single class in training, a training set too small for the split.
+    """
+    Xtr = as_points(X_train, "X_train", dtype=np.float32)
+    Xte = as_points(X_test, "X_test", dtype=np.float32)
+    check_same_width(Xtr, Xte, "X_train", "X_test")
+    ytr = as_labels(y_train, Xtr.shape[0], "y_train", points_name="X_train")
+    yte = as_labels(y_test, Xte.shape[0], "y_test", points_name="X_test")
+    sizes = [_check_int(h, "hidden_sizes[i]", 1) for h in hidden_sizes]
+    alpha_list = [_check_float(a, "alphas[i]") for a in alphas]
+    if not sizes or not alpha_list:
+        raise ValueError("`hidden_sizes` and `alphas` must each hold at least one value.")
+    n_seeds = _check_int(n_seeds, "n_seeds", 1)
+    seed = _check_int(seed, "seed", 0)
+    max_iter = _check_int(max_iter, "max_iter", 1)
+    n_iter_no_change = _check_int(n_iter_no_change, "n_iter_no_change", 1)
+    tol = _check_float(tol, "tol")
+    learning_rate = _check_float(learning_rate, "learning_rate", positive=True)
+    if batch_size is not None:
+        batch_size = _check_int(batch_size, "batch_size", 1)
+
+    classes, codes = _encode_labels(ytr, "y_train")
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"`y_train` has a single class ({classes[0]!r}); a classifier probe needs at "
+            "least two."
+        )
+    test_codes = _test_codes(classes, yte)
+    unseen = np.unique(yte[test_codes < 0]) if (test_codes < 0).any() else np.array([])
+    if unseen.size:
+        logger.warning(
+            "%d test points carry %d labels never seen in training (%s); they count as wrong.",
+            int((test_codes < 0).sum()), unseen.size, ", ".join(map(str, unseen[:10])),
+        )
+
+    if standardize:
+        mu = Xtr.mean(axis=0, dtype=np.float64)
+        sd = Xtr.std(axis=0, dtype=np.float64)
+        sd[sd == 0] = 1.0
+        Xtr = ((Xtr - mu) / sd).astype(np.float32)
+        Xte = ((Xte - mu) / sd).astype(np.float32)
+
+    fit_idx, val_idx = validation_split(codes, fraction=val_fraction, seed=seed)
+    C = classes.shape[0]
+    configs = [(h1, h2) for h1 in sizes for h2 in sizes]
+    grid_cfg = [(hs, a) for hs in configs for a in alpha_list]
+    G = len(grid_cfg)
+    val_acc = np.zeros(G)
+    n_iter = np.zeros(G, np.int64)
+    conv = np.zeros(G, bool)
+    common = dict(
+        max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+        batch_size=batch_size, learning_rate=learning_rate, progress=progress,
+    )
+    Xfit, cfit, Xval, cval = Xtr[fit_idx], codes[fit_idx], Xtr[val_idx], codes[val_idx]
+    for gi, members in enumerate(_groups([c for c, _ in grid_cfg], group_by)):
+        trained = train_mlps(
+            Xfit, cfit, C,
+            [grid_cfg[i][0] for i in members], [grid_cfg[i][1] for i in members],
+            [seed] * len(members),
+            desc=f"grid {gi + 1}", **common,
+        )
+        pred = _predict_codes(trained, Xval)
+        val_acc[members] = (pred == cval[None, :]).mean(axis=1)
+        n_iter[members] = trained.n_iter
+        conv[members] = trained.converged
+    grid = MLPGrid(
+        hidden_sizes=np.array([c for c, _ in grid_cfg], np.int64).reshape(G, 2),
+        alphas=np.array([a for _, a in grid_cfg]),
+        val_accuracy=val_acc,
+        n_iter=n_iter,
+        converged=conv,
+    )
+    best = grid.config(grid.best_index)
+    logger.info("best MLP configuration %s (validation accuracy %.4f)", best, val_acc.max())
+
+    seeds = tuple(seed + i for i in range(n_seeds))
+    trained = train_mlps(
+        Xtr, codes, C, [best.hidden_sizes] * n_seeds, [best.alpha] * n_seeds, seeds,
+        desc="retrain", **common,
+    )
+    pred = _predict_codes(trained, Xte)
+    acc = (pred == test_codes[None, :]).mean(axis=1)  # unseen labels have code -1: wrong
+    return MLPProbeResult(
+        config=best,
+        accuracies=acc,
+        mean=float(acc.mean()),
+        std=float(acc.std()),
+        grid=grid,
+        classes=classes,
+        unseen_test_labels=tuple(unseen.tolist()),
+        n_unseen_test=int((test_codes < 0).sum()),
+        seeds=seeds,
+        n_iter=trained.n_iter,
+        converged=trained.converged,
+    )
+
+
+def _test_codes(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Class index of each label in y, -1 for labels not among classes."""
+    index = {c: i for i, c in enumerate(classes.tolist())}
+    return np.array([index.get(v, -1) for v in y.tolist()], dtype=np.int32)
+
+
+# --------------------------------------------------------------------------- estimator
+
+# scikit-learn is a dependency of geomcore; the mixins give clone/get_params/score.
+from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+
+
+class MLPProbe(ClassifierMixin, BaseEstimator):
+    """One two-hidden-layer MLP probe configuration with scikit-learn's estimator API.
+
+    The same model, loss, optimiser and stopping as :func:`mlp_probe` (see the
+    module docstring), for use in pipelines, ``cross_val_score`` or
+    ``GridSearchCV``. Fitted attributes: ``classes_``, ``n_iter_``, ``loss_``,
+    ``converged_``, ``coefs_`` and ``intercepts_`` (lists of numpy arrays, as
+    scikit-learn's MLPClassifier), ``n_features_in_``.
+
+    Args:
+      hidden_layer_sizes: (H1, H2).
+      alpha: L2 weight.
+      max_iter, tol, n_iter_no_change, batch_size, learning_rate_init: as
+        scikit-learn's MLPClassifier with solver "adam".
+      random_state: int seed (initial weights and epoch permutations).
+      standardize: centre and scale features with the training statistics.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes: tuple[int, int] = (128, 128),
+        alpha: float = 1e-4,
+        *,
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        n_iter_no_change: int = 10,
+        batch_size: int | None = None,
+        learning_rate_init: float = 1e-3,
+        random_state: int = 0,
+        standardize: bool = False,
+        progress: bool = False,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.random_state = random_state
+        self.standardize = standardize
+        self.progress = progress
+
+    def fit(self, X: Any, y: Any) -> "MLPProbe":
+        Xa = as_points(X, "X", dtype=np.float32)
+        ya = as_labels(y, Xa.shape[0], "y", points_name="X")
+        hs = _check_hidden(self.hidden_layer_sizes, "hidden_layer_sizes")
+        alpha = _check_float(self.alpha, "alpha")
+        seed = 0 if self.random_state is None else _check_int(self.random_state, "random_state", 0)
+        classes, codes = _encode_labels(ya, "y")
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"`y` has a single class ({classes[0]!r}); a classifier needs at least two."
+            )
+        if self.standardize:
+            mu = Xa.mean(axis=0, dtype=np.float64)
+            sd = Xa.std(axis=0, dtype=np.float64)
+            sd[sd == 0] = 1.0
+            self.mean_, self.scale_ = mu, sd
+            Xa = ((Xa - mu) / sd).astype(np.float32)
+        trained = train_mlps(
+            Xa, codes, classes.shape[0], [hs], [alpha], [seed],
+            max_iter=_check_int(self.max_iter, "max_iter", 1),
+            tol=_check_float(self.tol, "tol"),
+            n_iter_no_change=_check_int(self.n_iter_no_change, "n_iter_no_change", 1),
+            batch_size=None if self.batch_size is None else _check_int(self.batch_size, "batch_size", 1),
+            learning_rate=_check_float(self.learning_rate_init, "learning_rate_init", positive=True),
+            progress=self.progress,
+            desc="MLPProbe",
+        )
+        self._trained = trained
+        self.classes_ = classes
+        self.n_features_in_ = Xa.shape[1]
+        self.n_iter_ = int(trained.n_iter[0])
+        self.loss_ = float(trained.loss[0])
+        self.converged_ = bool(trained.converged[0])
+        W1, B1, W2, B2, W3, B3 = (p[0] for p in trained.params)
+        self.coefs_ = [W1, W2, W3]
+        self.intercepts_ = [B1, B2, B3]
+        return self
+
+    def _check_X(self, X: Any) -> np.ndarray:
+        if not hasattr(self, "_trained"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("This MLPProbe is not fitted yet; call fit(X, y) first.")
+        Xa = as_points(X, "X", dtype=np.float32, width=self.n_features_in_)
+        if self.standardize:
+            Xa = ((Xa - self.mean_) / self.scale_).astype(np.float32)
+        return Xa
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels (n,), values from ``classes_``."""
+        codes = _predict_codes(self._trained, self._check_X(X))[0]
+        return self.classes_[codes]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (n, C), columns in the order of ``classes_``."""
+        t = self._trained
+        params = tuple(jnp.asarray(p) for p in t.params)
+        return _blocks(self._check_X(X), _proba_chunk, params, jnp.asarray(t.m1), jnp.asarray(t.m2))[0]

@@ -1,0 +1,156 @@
+"""The ``finetune`` command line: ``finetune train`` and ``finetune embed``.
+
+    finetune train --task ps-role --out runs/ps-role --probe-every 10
+    python -m finetune train --task pos --model PATH --out runs/pos --epochs 1
+
+The corpora are read from ``--data-dir`` or the environment variable
+FINETUNE_DATA_DIR. ``main(argv)`` returns the exit status: 0 on success, 2 for
+bad input (the message names the file, line or flag), 1 for a run that
+stopped early because of ``--max-steps`` (it resumes when run again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("finetune")
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    from finetune.models import DEFAULT_MODEL
+    from finetune.tasks import TASKS
+
+    p = subparsers.add_parser(
+        "train",
+        help="fine-tune an encoder on a task, streaming per-layer geometry to OUT/geometry.jsonl",
+        description=(
+            "Fine-tune a BERT-family encoder with a task head (AdamW, linear warm-up/decay), "
+            "streaming the per-layer label geometry of the train and test splits to "
+            "OUT/geometry.jsonl at step 0, every K steps and after the last step. "
+            "Running again on the same OUT resumes from OUT/checkpoint."
+        ),
+    )
+    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--out", required=True, type=Path, help="run directory (created if missing)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"installed model package, local folder or cached HF name (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="corpus root (default: $FINETUNE_DATA_DIR)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: 10 for <= 6 layers and hidden <= 512, else 3)")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per step (default 32)")
+    p.add_argument("--lr", type=float, default=3e-5, help="peak learning rate (default 3e-5)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1,
+                   help="fraction of steps of linear warm-up (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of head init, dropout, data order")
+    p.add_argument("--probe-every", type=int, default=0, metavar="K",
+                   help="probe the geometry every K optimizer steps (0: only first and last)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="checkpoint every N steps (0: only at the end / at --max-steps)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps in total (resume later by running again)")
+    p.add_argument("--max-train-examples", type=int, default=None,
+                   help="use only the first N training examples")
+    p.add_argument("--max-test-examples", type=int, default=None,
+                   help="use only the first N test examples")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="sub-tokens per sentence (default: the model's maximum)")
+    p.add_argument("--directprobe", action="store_true",
+                   help="also record DirectProbe's number of clusters per layer (slow)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-save-model", action="store_true",
+                   help="do not write OUT/model (the fine-tuned encoder and head)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from finetune.config import TrainConfig
+    from finetune.train import train
+
+    config = TrainConfig(
+        task=args.task,
+        out_dir=args.out,
+        model=args.model,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        seed=args.seed,
+        probe_every=args.probe_every,
+        save_every=args.save_every,
+        max_steps=args.max_steps,
+        max_train_examples=args.max_train_examples,
+        max_test_examples=args.max_test_examples,
+        max_length=args.max_length,
+        directprobe=args.directprobe,
+        device=args.device,
+        progress=not args.no_progress,
+        save_model=not args.no_save_model,
+    )
+    result = train(config)
+    summary = {
+        "completed": result.completed,
+        "step": result.step,
+        "total_steps": result.total_steps,
+        "test_accuracy": result.test_accuracy,
+        "train_accuracy": result.train_accuracy,
+        "wall_seconds": round(result.wall_seconds, 2),
+        "probe_fraction": round(result.probe_fraction, 4),
+        "train_sentences_per_second": round(result.train_sentences_per_second, 2),
+        "out": str(result.out_dir),
+    }
+    print(json.dumps(summary))
+    if not result.completed:
+        print(
+            f"stopped at step {result.step} of {result.total_steps}; run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finetune",
+        description="Fine-tune BERT-family encoders and stream their geometry into geomcore.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    _add_train_parser(subparsers)
+    from finetune import embed_cli
+
+    embed_cli.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 stopped early, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"finetune {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Streamed geometry: per-layer label geometry of a model while it trains.
+
+At each probe (step 0, every K optimizer steps, after the last step) the
+training and test splits are embedded at every layer
+(``finetune.embed.embed_layers``: eval mode, no gradients) and each layer's
+(n_examples, D) matrix goes to geomcore as is (torch tensors are read through
+DLPack, without a copy). Per (step, split, layer) one JSON object is appended
+to ``geometry.jsonl``:
+
+- ``labels``: the labels present in the split, in label-index order;
+- ``label_distances``: (L, L) hull distances between the labels' point sets
+  (``geomcore.distances.label_distances``; 0 on the diagonal and for
+  overlapping labels), in the layer's own units;
+- ``min_distance_per_label``: per label, the minimum over the other labels;
+- ``separable``: (L, L) booleans;
+- ``centroids``: (L, D) per-label means;
+- ``n_clusters``: DirectProbe's cluster count (only with ``directprobe=True``);
+- ``seconds``: wall time of the geometry for this layer, ``embed_seconds``:
+  wall time of embedding the split (shared by its layers).
+
+Lines are flushed and fsync'ed one by one; a line whose key is already in the
+file is not written again, so a resumed run never duplicates a probe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from finetune.embed import embed_layers
+
+__all__ = ["JsonlLog", "ProbeOutput", "layer_geometry", "probe_split", "label_centroids"]
+
+logger = logging.getLogger(__name__)
+
+
+class JsonlLog:
+    """An append-only JSON-lines file keyed by some fields of each record.
+
+    Opening reads the keys already present. A torn last line (the process died
+    while writing it) is cut off, so the file always holds whole records.
+    """
+
+    def __init__(self, path: str | os.PathLike, key_fields: tuple[str, ...]) -> None:
+        self.path = Path(path)
+        self.key_fields = key_fields
+        self._keys: set[tuple] = set()
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        offset = 0
+        for lineno, line in enumerate(lines, start=1):
+            if lineno == len(lines):
+                # Every record is written with its newline in one write, so
+                # bytes after the last newline are a record torn by an
+                # interruption: cut them off.
+                if line:
+                    logger.warning("%s: dropping a torn last line", self.path)
+                    with open(self.path, "r+b") as fh:
+                        fh.truncate(offset)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                break
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(
+                        f"{self.path}, line {lineno}: not valid JSON ({exc}); "
+                        "the run directory is corrupted."
+                    ) from exc
+                self._keys.add(self.key(rec))
+            offset += len(line) + 1
+
+    def key(self, record: dict[str, Any]) -> tuple:
+        return tuple(record.get(f) for f in self.key_fields)
+
+    def __contains__(self, key: tuple) -> bool:
+        return tuple(key) in self._keys
+
+    def append(self, record: dict[str, Any]) -> bool:
+        """Append ``record`` as one line unless its key is present; True if written."""
+        key = self.key(record)
+        if key in self._keys:
+            return False
+        line = json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._keys.add(key)
+        return True
+
+    def records(self) -> list[dict[str, Any]]:
+        """All records in file order."""
+        if not self.path.exists():
+            return []
+        with open(self.path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+
+def label_centroids(X: np.ndarray, label_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(L, D) float64 mean of the rows of ``X`` of each label id in ``labels``."""
+    try:  # the engine's own implementation, when this geomcore has it
+        from geomcore.analysis import label_centroids as _centroids
+    except ImportError:
+        X64 = np.asarray(X, dtype=np.float64)
+        return np.stack([X64[label_ids == lab].mean(axis=0) for lab in labels])
+    n = int(max(labels.max(), label_ids.max())) + 1
+    return np.asarray(_centroids(X, label_ids, n))[labels]
+
+
+def _json_floats(a: np.ndarray) -> list:
+    """Nested lists of floats with non-finite values as None (JSON has no inf)."""
+    a = np.asarray(a, dtype=np.float64)
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()
+
+
+def _directprobe_clusters(X: Any, label_ids: np.ndarray) -> int:
+    try:
+        from geomcore.directprobe import directprobe
+    except ImportError as exc:
+        raise RuntimeError(
+            "DirectProbe cluster counts were requested (--directprobe) but "
+            f"geomcore.directprobe is not available: {exc}"
+        ) from exc
+    return int(directprobe(X, label_ids).n_clusters)
+
+
+def layer_geometry(
+    X: Any, label_ids: np.ndarray, label_names: tuple[str, ...], *, directprobe: bool = False
+) -> dict[str, Any]:
+    """The geometry of one layer: label distances, minima, centroids, clusters.
+
+    Args:
+      X: (n, D) vectors (numpy or torch; read through DLPack).
+      label_ids: (n,) int64 index of each row's label into ``label_names``.
+      label_names: names of all label ids.
+      directprobe: also run DirectProbe and record its number of clusters.
+
+    Returns:
+      A JSON-ready dict (see the module docstring); distances in X's units.
+    """
+    from geomcore.distances import label_distances
+
+    t0 = time.perf_counter()
+    label_ids = np.asarray(label_ids, dtype=np.int64)
+    ld = label_distances(X, label_ids)
+    present = np.asarray(ld.labels, dtype=np.int64)
+    X_np = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    rec: dict[str, Any] = {
+        "labels": [label_names[i] for i in present],
+        "counts": [int((label_ids == i).sum()) for i in present],
+        "label_distances": _json_floats(ld.matrix),
+        # inf (None in JSON) for a split with a single label
+        "min_distance_per_label": _json_floats(ld.min_distance),
+        "separable": np.asarray(ld.separable, dtype=bool).tolist(),
+        "centroids": label_centroids(X_np, label_ids, present).tolist(),
+    }
+    if directprobe:
+        rec["n_clusters"] = _directprobe_clusters(X, label_ids)
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+@dataclass(frozen=True)
+class ProbeOutput:
+    """What one probe of one split produced.
+
+    Attributes:
+      records: the geometry records written (or already present) per layer.
+      last_layer: (n, D) float32 vectors of the last layer (the head's input).
+      seconds: wall time of the whole probe of this split.
+    """
+
+    records: tuple[dict[str, Any], ...]
+    last_layer: torch.Tensor
+    seconds: float
+
+
+def probe_split(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    task: Any,
+    label_ids: np.ndarray,
+    label_names: tuple[str, ...],
+    log: JsonlLog,
+    *,
+    step: int,
+    epoch: int,
+    batch_size: int = 32,
+    directprobe: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> ProbeOutput:
+    """Embed ``task`` at every layer of ``model`` and log each layer's geometry.
+
+    ``model`` is the bare encoder (a transformers AutoModel). It is put in eval
+    mode for the embedding and returned to the mode it was in. Layers whose
+    (step, split, layer) key is already in ``log`` are not recomputed.
+    """
+    t0 = time.perf_counter()
+    was_training = model.training
+    try:
+        layers = embed_layers(
+            model, tokenizer, task, batch_size=batch_size, device=device, progress=progress
+        )
+    finally:
+        model.train(was_training)
+    embed_seconds = time.perf_counter() - t0
+    records = []
+    todo: Iterable[int] = range(len(layers))
+    bar = tqdm(
+        todo, desc=f"geometry {task.split} step {step}", disable=not progress, leave=False
+    )
+    for layer in bar:
+        key = ("geometry", step, task.split, layer)
+        if key in log:
+            continue
+        rec = {"record": "geometry", "step": step, "epoch": epoch, "split": task.split}
+        rec["layer"] = layer
+        rec["n_examples"] = int(len(label_ids))
+        rec.update(layer_geometry(layers[layer], label_ids, label_names, directprobe=directprobe))
+        rec["embed_seconds"] = embed_seconds
+        if extra:
+            rec.update(extra)
+        log.append(rec)
+        records.append(rec)
+    return ProbeOutput(tuple(records), layers[-1], time.perf_counter() - t0)

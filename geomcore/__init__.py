@@ -9,9 +9,11 @@ from geomcore.distances import (
     overlaps,
     point_hull_distances,
 )
+from geomcore.estimators import HardMarginSVC
 from geomcore.results import HullResult, HullResults, Status
 
 __all__ = [
+    "HardMarginSVC",
     "HullResult",
     "HullResults",
     "LabelDistances",

@@ -1,0 +1,289 @@
+"""Overlap decisions for DirectProbe, each backed by a certificate.
+
+A pair of clusters is called *separable* only with a proof:
+
+* disjoint bounding spheres (centroid, max member distance): the spheres are
+  convex supersets of the hulls, so the hulls are disjoint. A relative safety
+  margin of 1e-9 absorbs the float64 rounding of the radii;
+* a hyperplane ``w`` verified in float64: ``max <w, a> < min <w, c>`` over all
+  members (cached hyperplanes are re-verified on the grown cluster, which costs
+  O(added points x d));
+* the decision of the hull engine (``solve_pairs(mode="decide")``: a float64
+  verified slab or the exact HiGHS LP).
+
+and *overlapping* only by the engine (``U <= tol * scale`` or the exact LP), or
+by monotonicity from an earlier such decision (a superset of an overlapping
+pair overlaps).
+
+Deciders are small callables ``decide(sets, pairs, any_only) -> Decision`` so
+the clustering can run on the engine (default) or on the exact LP.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+
+from geomcore.directprobe.state import Forest
+
+__all__ = ["Decision", "engine_decider", "lp_decider", "Certifier", "Counters"]
+
+logger = logging.getLogger(__name__)
+
+_SPHERE_MARGIN = 1e-9
+
+
+class Decision(NamedTuple):
+    """Outcome of a batch of pair decisions (one row per pair).
+
+    overlap: True where the hulls were decided to overlap.
+    skipped: True where the pair was not examined (early exit).
+    w, b: (m, d), (m,) hyperplanes oriented so that ``A @ w - b > 0 > B @ w - b``
+      for the pair (A, B) = (sets[pairs[i, 0]], sets[pairs[i, 1]]); rows of
+      overlapping or skipped pairs are meaningless. ``w`` may be None.
+    n_escalated: pairs decided by the exact LP.
+    """
+
+    overlap: np.ndarray
+    skipped: np.ndarray
+    w: np.ndarray | None
+    b: np.ndarray | None
+    n_escalated: int
+
+
+Decider = Callable[[Sequence[np.ndarray], np.ndarray, bool], Decision]
+
+
+def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
+    """Decisions by the hull engine, ``geomcore.solvers.pairs.solve_pairs``."""
+    try:
+        from geomcore.results import Status
+        from geomcore.solvers.pairs import solve_pairs
+    except ImportError as exc:  # the engine is a separate module of this package
+        raise ImportError(
+            "directprobe(decider='engine') needs geomcore.solvers.pairs.solve_pairs, which "
+            f"could not be imported ({exc}). Use decider='lp' for the exact (slow) HiGHS LP."
+        ) from exc
+
+    def decide(sets, pairs, any_only):
+        res = solve_pairs(sets, pairs, mode="decide", tol=tol, rtol=rtol, any_only=any_only)
+        status = np.asarray(res.status)
+        skipped = status == int(Status.SKIPPED)
+        sep = np.asarray(res.separable, dtype=bool)
+        return Decision(
+            overlap=~sep & ~skipped,
+            skipped=skipped,
+            w=np.asarray(res.w, dtype=np.float64),
+            b=np.asarray(res.b, dtype=np.float64),
+            n_escalated=int(res.n_escalated),
+        )
+
+    return decide
+
+
+def _lp_separate(A: np.ndarray, B: np.ndarray) -> np.ndarray | None:
+    """HiGHS feasibility LP: w, b with A w - b >= 1 and B w - b <= -1, or None.
+
+    Feasible exactly when the hulls are strictly separable. Solved in centered,
+    scaled coordinates (the answer is invariant to both) for conditioning.
+    """
+    from scipy.optimize import linprog
+
+    Z = np.vstack([A, B])
+    mu = Z.mean(axis=0)
+    s = float(np.max(np.abs(Z - mu))) or 1.0
+    As, Bs = (A - mu) / s, (B - mu) / s
+    d = A.shape[1]
+    A_ub = np.vstack(
+        [
+            np.hstack([-As, np.ones((As.shape[0], 1))]),
+            np.hstack([Bs, -np.ones((Bs.shape[0], 1))]),
+        ]
+    )
+    b_ub = -np.ones(A_ub.shape[0])
+    res = linprog(
+        np.zeros(d + 1), A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * (d + 1), method="highs"
+    )
+    if res.status == 0:
+        return res.x[:d] / s
+    if res.status == 2:
+        return None
+    raise RuntimeError(f"HiGHS could not decide a pair ({res.message}).")
+
+
+def lp_decider() -> Decider:
+    """Exact decisions by one HiGHS LP per pair (slow; for small inputs and checks)."""
+
+    def decide(sets, pairs, any_only):
+        m = len(pairs)
+        d = sets[0].shape[1]
+        overlap = np.zeros(m, bool)
+        skipped = np.zeros(m, bool)
+        W = np.zeros((m, d))
+        b = np.zeros(m)
+        for i, (p, q) in enumerate(pairs):
+            w = _lp_separate(sets[p], sets[q])
+            if w is None:
+                overlap[i] = True
+                if any_only:
+                    skipped[i + 1 :] = True
+                    break
+            else:
+                W[i] = w
+                b[i] = 0.5 * (float(np.min(sets[p] @ w)) + float(np.max(sets[q] @ w)))
+        return Decision(overlap, skipped, W, b, int((~skipped).sum()))
+
+    return decide
+
+
+@dataclass
+class Counters:
+    """What the clustering did (mutable while it runs, frozen into ProbeStats)."""
+
+    checks: int = 0
+    sphere: int = 0
+    cached: int = 0
+    engine_calls: int = 0
+    engine_pairs: int = 0
+    escalated: int = 0
+    inherited_blocks: int = 0
+
+
+class Certifier:
+    """Decides whether a cluster overlaps others, reusing every certificate it found.
+
+    Keeps float64-verified separating hyperplanes per pair of active cluster
+    ids: entry ``(lo, hi) -> (w, max_lo, min_hi)`` with ``max <w, x in lo> =
+    max_lo < min_hi = min <w, x in hi>``.
+    """
+
+    def __init__(self, forest: Forest, decide: Decider, counters: Counters):
+        self.f = forest
+        self.decide = decide
+        self.c = counters
+        self.planes: dict[tuple[int, int], tuple[np.ndarray, float, float]] = {}
+        self.by_id: dict[int, set] = {}
+        diam = np.ptp(forest.X, axis=0) if forest.X.shape[0] else np.zeros(1)
+        self.scale = float(np.linalg.norm(diam)) or 1.0
+
+    # -- hyperplane cache ------------------------------------------------
+    def _put(self, lo: int, hi: int, w: np.ndarray, mx: float, mn: float) -> None:
+        key = (lo, hi)
+        self.planes[key] = (w, mx, mn)
+        self.by_id.setdefault(lo, set()).add(key)
+        self.by_id.setdefault(hi, set()).add(key)
+
+    def forget(self, k: int) -> None:
+        """Drop the hyperplanes of a cluster that is no longer active."""
+        for key in self.by_id.pop(k, ()):
+            self.planes.pop(key, None)
+            other = key[1] if key[0] == k else key[0]
+            s = self.by_id.get(other)
+            if s is not None:
+                s.discard(key)
+
+    def _from_cache(self, u: int, part: int, rest: int, c: int) -> bool:
+        """Try the hyperplane of (part, c) on u = part U rest; store (u, c) if it holds."""
+        for key in ((part, c), (c, part)):
+            e = self.planes.get(key)
+            if e is None:
+                continue
+            w, mx, mn = e
+            s = self.f.X[self.f.members[rest]] @ w
+            if key[0] == part:  # part on the low side
+                hi_u = float(s.max())
+                if max(mx, hi_u) < mn:
+                    self._put(u, c, w, max(mx, hi_u), mn)
+                    return True
+            else:  # part on the high side
+                lo_u = float(s.min())
+                if mx < min(mn, lo_u):
+                    self._put(c, u, w, mx, min(mn, lo_u))
+                    return True
+        return False
+
+    # -- prefilter -------------------------------------------------------
+    def spheres_apart(self, u: int, others: Sequence[int]) -> np.ndarray:
+        """True where the bounding spheres of u and other are disjoint (a proof)."""
+        if len(others) == 0:
+            return np.zeros(0, bool)
+        C = np.stack([self.f.centroid[k] for k in others])
+        r = np.array([self.f.radius(k) for k in others])
+        dist = np.sqrt(np.sum((C - self.f.centroid[u]) ** 2, axis=1))
+        reach = (r + self.f.radius(u)) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
+        return dist > reach
+
+    # -- engine ----------------------------------------------------------
+    def _engine(self, left: Sequence[int], right: Sequence[int], any_only: bool) -> np.ndarray:
+        """Decide pairs (left[i], right[i]) with the decider; cache hyperplanes.
+
+        Returns overlap flags; skipped pairs count as not overlapping (callers
+        use any_only only to learn whether any pair overlaps).
+        """
+        uniq = sorted(set(left) | set(right))
+        pos = {k: i for i, k in enumerate(uniq)}
+        sets = [self.f.X[self.f.members[k]] for k in uniq]
+        pairs = np.array([[pos[a], pos[b]] for a, b in zip(left, right)], dtype=np.int64)
+        res = self.decide(sets, pairs, any_only)
+        self.c.engine_calls += 1
+        self.c.engine_pairs += int((~res.skipped).sum())
+        self.c.escalated += res.n_escalated
+        if res.w is not None:
+            for i in np.flatnonzero(~res.overlap & ~res.skipped):
+                w = res.w[i]
+                a, b = left[i], right[i]
+                sa = sets[pairs[i, 0]] @ w
+                sb = sets[pairs[i, 1]] @ w
+                # Oriented A @ w - b > 0 > B @ w - b: b's side is low.
+                if float(sb.max()) < float(sa.min()):
+                    self._put(b, a, w, float(sb.max()), float(sa.min()))
+        return res.overlap
+
+    # -- the questions the clustering asks ---------------------------------
+    def union_overlaps(self, u: int, a: int, b: int, others: Sequence[int]) -> bool:
+        """Does u = a U b overlap any cluster in ``others``?"""
+        self.c.checks += 1
+        if not others:
+            return False
+        others = list(others)
+        apart = self.spheres_apart(u, others)
+        self.c.sphere += int(apart.sum())
+        left = []
+        # Re-verify the bigger part's hyperplane first: only the smaller part's
+        # points need scoring.
+        big, small = (a, b) if self.f.size(a) >= self.f.size(b) else (b, a)
+        for k, ok in zip(others, apart):
+            if ok:
+                continue
+            if self._from_cache(u, big, small, k) or self._from_cache(u, small, big, k):
+                self.c.cached += 1
+                continue
+            left.append(k)
+        if not left:
+            return False
+        # Nearest centroids first: the likeliest overlaps, for the early exit.
+        cu = self.f.centroid[u]
+        left.sort(key=lambda k: (float(np.sum((self.f.centroid[k] - cu) ** 2)), k))
+        ov = self._engine([u] * len(left), left, any_only=True)
+        return bool(ov.any())
+
+    def pairs_overlap(self, left: Sequence[int], right: Sequence[int], any_only: bool) -> np.ndarray:
+        """Overlap flags of pairs (left[i], right[i]); with any_only, stop at the first."""
+        m = len(left)
+        out = np.zeros(m, bool)
+        todo = []
+        for i, (p, q) in enumerate(zip(left, right)):
+            if self.spheres_apart(p, [q])[0]:
+                self.c.sphere += 1
+                continue
+            if (p, q) in self.planes or (q, p) in self.planes:
+                self.c.cached += 1
+                continue
+            todo.append(i)
+        if todo:
+            ov = self._engine([left[i] for i in todo], [right[i] for i in todo], any_only)
+            out[np.array(todo)] = ov
+        return out

@@ -1,0 +1,351 @@
+"""DirectProbe clustering: ``directprobe(X, labels) -> Probe``.
+
+The procedure (DESIGN.md section 2), stated exactly so that the slow test
+reference and this fast path give identical clusters:
+
+1. Start from one cluster per point.
+2. Among all pairs of active clusters with the same label whose merge is not
+   known to be forbidden, take the one with the smallest key
+   ``(||c_A - c_B||^2, min(rep), max(rep))`` (centroid c = mean of members,
+   updated as ``(n_A c_A + n_B c_B) / (n_A + n_B)`` with A the cluster of
+   smaller representative; rep = smallest member index; see ``state.py``).
+3. If the convex hull of A u B overlaps the hull of any active cluster of
+   another label, the pair is forbidden (it stays forbidden: overlap is
+   monotone, so any later pair containing A and B would overlap too);
+   otherwise A and B are replaced by A u B.
+4. Stop when no allowed same-label pair is left.
+
+Input points that coincide exactly with a point of another label
+(``conflicts``) overlap every cluster containing that point, so every merge
+involving them is forbidden: they stay singletons and are reported.
+
+Speed (none of it changes the result): first merge to the end without any
+check, recording the merge sequence; check the end state only; if it has an
+overlapping pair, search back (coarse steps from the end, then bisection) for
+the first merge that created an overlap, restricted to the clusters inside
+the overlapping end pairs (every earlier overlap would show in the end state).
+From the last valid state, continue with checked merges. Checks use
+bounding-sphere disjointness, float64-verified cached hyperplanes, inherited
+blocks, and batch the remaining pairs into one engine call with early exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from geomcore._validate import as_labels, as_points
+from geomcore.directprobe.checks import Certifier, Counters, engine_decider, lp_decider
+from geomcore.directprobe.probe import Probe, ProbeStats, STEP_DTYPE
+from geomcore.directprobe.state import Forest, MergeQueue
+
+__all__ = ["directprobe", "encode_labels", "find_conflicts"]
+
+logger = logging.getLogger(__name__)
+
+
+def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique labels and the index of each entry into them."""
+    try:
+        uniq, y = np.unique(labels, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(
+            f"`labels` must be mutually comparable values (all numbers or all strings); {exc}"
+        ) from exc
+    return uniq, y.astype(np.int64).reshape(-1)
+
+
+def find_conflicts(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(k, 2) index pairs i < j with X[i] == X[j] exactly and y[i] != y[j]."""
+    if X.shape[0] < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    _, inv = np.unique(X, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.flatnonzero(np.diff(inv[order])) + 1
+    out = []
+    for grp in np.split(order, bounds):
+        if grp.size < 2 or np.unique(y[grp]).size < 2:
+            continue
+        grp = np.sort(grp)
+        for ii in range(grp.size):
+            for jj in range(ii + 1, grp.size):
+                if y[grp[ii]] != y[grp[jj]]:
+                    out.append((grp[ii], grp[jj]))
+    return np.array(out, dtype=np.int64).reshape(-1, 2)
+
+
+def _make_decider(decider: Any, tol: float, rtol: float):
+    if decider == "engine":
+        return engine_decider(tol=tol, rtol=rtol)
+    if decider == "lp":
+        return lp_decider()
+    if callable(decider):
+        return decider
+    raise ValueError(f"`decider` must be 'engine', 'lp' or a callable; got {decider!r}.")
+
+
+class _Run:
+    """One clustering run: the forest, the certifier and the record of steps."""
+
+    def __init__(self, X, y, frozen, decide, progress):
+        self.X, self.y = X, y
+        self.f = Forest.singletons(X, y)
+        self.c = Counters()
+        self.cert = Certifier(self.f, decide, self.c)
+        self.frozen = sorted(int(i) for i in frozen)
+        self.frozen_set = set(self.frozen)
+        self.steps: list[tuple] = []
+        self.n_merges = 0
+        self.bar = tqdm(
+            total=max(0, X.shape[0] - 1), disable=not progress, desc="directprobe", unit="merge"
+        )
+
+    def record(self, phase: int, lab: int, a: int, b: int, accepted: bool) -> None:
+        self.steps.append((phase, lab, self.f.rep(a), self.f.rep(b), accepted))
+
+    # -- phase 1: merge to the end without checks ---------------------------
+    def merge_to_end(self, ids_by_label):
+        q = MergeQueue(self.f, ids_by_label)
+        seq = []  # (label, id a, id b, new id), step t = index + 1
+        while (p := q.next_pair()) is not None:
+            lab, sa, sb = p
+            a, b = q.cluster(lab, sa), q.cluster(lab, sb)
+            new = self.f.merge(a, b, step=len(seq) + 1)
+            q.merge(lab, sa, sb, new)
+            seq.append((lab, a, b, new))
+        return seq, q.active_ids()
+
+    def _conflict_pair(self, p: int, q: int) -> bool:
+        """Both singletons of conflicting identical points: an input overlap."""
+        return (
+            p in self.frozen_set
+            and q in self.frozen_set
+            and np.array_equal(self.X[p], self.X[q])
+        )
+
+    def cross_pairs(self, ids_a, ids_b):
+        left, right = [], []
+        for p in ids_a:
+            for q in ids_b:
+                if self.f.label[p] != self.f.label[q] and not self._conflict_pair(p, q):
+                    left.append(p)
+                    right.append(q)
+        return left, right
+
+    def valid_at(self, t: int, bad_roots) -> bool:
+        """No overlap inside the overlapping end pairs after merge step t."""
+        self.c.checks += 1
+        for F, G in bad_roots:
+            cs, ds = self.f.active_at(F, t), self.f.active_at(G, t)
+            left, right = self.cross_pairs(cs, ds)
+            if left and self.cert.pairs_overlap(left, right, any_only=True).any():
+                return False
+        return True
+
+    def search_back(self, T: int, bad_roots) -> int:
+        """First merge step t* with an overlap (valid at t* - 1, invalid at t*)."""
+        lo, hi = 0, T  # valid(lo) (no merges), invalid(hi)
+        step = max(1, math.ceil(0.05 * T))
+        k = T - step
+        while k > lo:
+            if self.valid_at(k, bad_roots):
+                lo = k
+                break
+            hi = k
+            k -= step
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.valid_at(mid, bad_roots):
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    # -- phase 3: checked merges --------------------------------------------
+    def forward(self, q: MergeQueue, first_block=None):
+        if first_block is not None:
+            lab, a, b = first_block
+            sa = int(np.flatnonzero(q.ids[lab] == a)[0])
+            sb = int(np.flatnonzero(q.ids[lab] == b)[0])
+            q.block(lab, sa, sb)
+            self.record(2, lab, a, b, False)
+        active = set(q.active_ids()) | set(self.frozen)
+        while (p := q.next_pair()) is not None:
+            lab, sa, sb = p
+            a, b = q.cluster(lab, sa), q.cluster(lab, sb)
+            u = self.f.merge(a, b, step=-1)
+            others = sorted(k for k in active if self.f.label[k] != lab)
+            if self.cert.union_overlaps(u, a, b, others):
+                q.block(lab, sa, sb)
+                self.cert.forget(u)
+                self.record(2, lab, a, b, False)
+            else:
+                q.merge(lab, sa, sb, u)
+                active -= {a, b}
+                active.add(u)
+                self.cert.forget(a)
+                self.cert.forget(b)
+                self.record(2, lab, a, b, True)
+                self.n_merges += 1
+                self.bar.update(1)
+        return sorted(active)
+
+
+def directprobe(
+    X: Any,
+    labels: Any,
+    *,
+    tol: float = 1e-6,
+    rtol: float = 1e-4,
+    progress: bool = False,
+    decider: Any = "engine",
+    search_back: bool = True,
+) -> Probe:
+    """Cluster labelled points into the fewest label-pure, mutually non-overlapping groups.
+
+    Runs the greedy DirectProbe procedure of the module docstring: repeatedly
+    merge the same-label pair of clusters with the nearest centroids unless the
+    union's convex hull overlaps a cluster of another label.
+
+    Guarantees: clusters are label-pure; no two clusters of different labels
+    overlap (except points given with two labels, see ``Probe.conflicts``);
+    maximal: the union of any two same-label final clusters overlaps some
+    other-label cluster; deterministic (ties by lower representative index).
+
+    Args:
+      X: (n, d) points (numpy, JAX, DLPack / torch tensors).
+      labels: (n,) labels, any sortable values (ints or strings).
+      tol: overlap tolerance relative to the data diameter, passed to the
+        engine (hulls closer than ``tol * scale`` overlap).
+      rtol: the engine's relative distance tolerance.
+      progress: show a tqdm bar of merges.
+      decider: "engine" (the batched hull solver, default), "lp" (one exact
+        HiGHS LP per pair; slow) or a callable ``(sets, pairs, any_only) ->
+        checks.Decision``.
+      search_back: use the merge-to-the-end-then-search-back speed-up (the
+        result is the same either way).
+
+    Returns:
+      A frozen :class:`Probe`.
+    """
+    Xv = as_points(X, "X")
+    n = Xv.shape[0]
+    raw = as_labels(labels, n, "labels")
+    uniq, y = encode_labels(raw)
+    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
+        raise ValueError(f"`tol` must be a finite number >= 0; got {tol!r}.")
+    decide = _make_decider(decider, tol, rtol)
+    conflicts = find_conflicts(Xv, y)
+    frozen = np.unique(conflicts) if conflicts.size else np.zeros(0, np.int64)
+    if conflicts.size:
+        logger.warning(
+            "%d pairs of identical points carry different labels (first: rows %d and %d); "
+            "they overlap by construction and stay singleton clusters.",
+            len(conflicts),
+            conflicts[0, 0],
+            conflicts[0, 1],
+        )
+    run = _Run(Xv, y, frozen, decide, progress)
+    try:
+        final = _cluster(run, uniq.size, search_back)
+    finally:
+        run.bar.close()
+    return _build_probe(run, Xv, uniq, y, final, conflicts)
+
+
+def _ids_by_label(run: _Run, ids, n_labels):
+    out = {lab: [] for lab in range(n_labels)}
+    for k in ids:
+        if k not in run.frozen_set:
+            out[run.f.label[k]].append(k)
+    return out
+
+
+def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
+    n = run.X.shape[0]
+    start = [i for i in range(n)]
+    first_error = -1
+    T = 0
+    first_block = None
+    if search_back:
+        seq, end = run.merge_to_end(_ids_by_label(run, start, n_labels))
+        T = len(seq)
+        end = sorted(end) + run.frozen
+        left, right = run.cross_pairs(end, end)
+        # Each unordered pair once.
+        keep = [i for i, (p, q) in enumerate(zip(left, right)) if p < q]
+        left, right = [left[i] for i in keep], [right[i] for i in keep]
+        run.c.checks += 1
+        ov = run.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
+        bad = [(left[i], right[i]) for i in np.flatnonzero(ov)]
+        if not bad:
+            run.search_info = (T, -1)
+            for lab, a, b, _ in seq:
+                run.record(1, lab, a, b, True)
+            run.n_merges = T
+            run.bar.update(T)
+            return sorted(end)
+        t_star = run.search_back(T, bad)
+        first_error = t_star
+        for lab, a, b, _ in seq[: t_star - 1]:
+            run.record(1, lab, a, b, True)
+        run.n_merges = t_star - 1
+        run.bar.update(t_star - 1)
+        roots = sorted(k for k in end if k not in run.frozen_set)
+        start = sorted({c for r in roots for c in run.f.active_at(r, t_star - 1)})
+        lab, a, b, _ = seq[t_star - 1]
+        first_block = (lab, a, b)
+    run.search_info = (T, first_error)
+    q = MergeQueue(run.f, _ids_by_label(run, start, n_labels))
+    return run.forward(q, first_block)
+
+
+def _build_probe(run, X, uniq, y, final, conflicts) -> Probe:
+    f = run.f
+    order = sorted(final, key=lambda k: (f.label[k], f.rep(k)))
+    K = len(order)
+    cluster_of = np.full(X.shape[0], -1, dtype=np.int64)
+    members = []
+    for cid, k in enumerate(order):
+        m = f.members[k].copy()
+        m.setflags(write=False)
+        members.append(m)
+        cluster_of[m] = cid
+    if (cluster_of < 0).any():  # an internal invariant: every point in one cluster
+        raise RuntimeError("directprobe lost points; this is a bug, please report it.")
+    cluster_label = np.array([f.label[k] for k in order], dtype=np.int64)
+    centroids = (
+        np.stack([X[m].mean(axis=0) for m in members]) if K else np.zeros((0, X.shape[1]))
+    )
+    steps = np.array(run.steps, dtype=STEP_DTYPE)
+    T, first_error = getattr(run, "search_info", (0, -1))
+    c = run.c
+    stats = ProbeStats(
+        n_checks=c.checks,
+        n_sphere=c.sphere,
+        n_cached=c.cached,
+        n_engine_calls=c.engine_calls,
+        n_engine_pairs=c.engine_pairs,
+        n_escalated=c.escalated,
+        unchecked_merges=T,
+        first_error_step=first_error,
+    )
+    return Probe(
+        X=X,
+        labels=uniq,
+        y=y,
+        cluster_of=cluster_of,
+        cluster_label=cluster_label,
+        members=tuple(members),
+        centroids=centroids,
+        n_merges=int((steps["accepted"]).sum()) if steps.size else 0,
+        n_checks=c.checks,
+        steps=steps,
+        stats=stats,
+        conflicts=conflicts,
+    )

@@ -1,0 +1,261 @@
+"""Array state of the DirectProbe clustering: the cluster forest and the merge queue.
+
+Definitions shared by the fast path and the test reference (they must agree to
+the last bit so that both produce identical partitions):
+
+* A cluster's **representative** ``rep`` is its smallest member index.
+* A cluster's **centroid** is the mean of its members. It is computed
+  incrementally: a singleton's centroid is its point; merging A and B, where A
+  is the cluster with the smaller representative, gives
+  ``(n_A * c_A + n_B * c_B) / (n_A + n_B)`` in float64.
+* The **distance** between two clusters is the squared Euclidean distance of
+  their centroids, ``np.sum((c_A - c_B) ** 2)`` in float64.
+* **Order of pairs**: pairs are compared by the key ``(distance, min(rep),
+  max(rep))``; the smallest key is taken first. Ties in distance are therefore
+  broken by the lower representative first, then the lower second one.
+
+:class:`MergeQueue` keeps, per label, the active clusters in slots with their
+nearest allowed partner, so the globally smallest pair is found without an
+n x n matrix (memory O(n d); each merge costs O(K_l d) for the label's K_l
+active clusters, plus one such row for every cluster whose nearest partner
+was consumed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Forest", "MergeQueue", "pair_key"]
+
+
+def pair_key(d: float, rep_a: int, rep_b: int) -> tuple[float, int, int]:
+    """The total order of candidate pairs: distance, then lower rep, then higher rep."""
+    return (d, min(rep_a, rep_b), max(rep_a, rep_b))
+
+
+def sq_dists(centroids: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Squared distances from c to each row of centroids, ``np.sum((C - c)**2, axis=1)``.
+
+    Bitwise equal to ``np.sum((C[i] - c) ** 2)`` for every row (same pairwise
+    summation along the contiguous axis), which the reference uses.
+    """
+    return np.sum((centroids - c) ** 2, axis=1)
+
+
+@dataclass
+class Forest:
+    """Every cluster ever formed, indexed by a cluster id that is never reused.
+
+    Ids 0..n-1 are the singletons (id i holds point i); each merge appends a new
+    id. ``step[k]`` is the merge step that formed cluster k (0 for singletons),
+    ``children[k]`` the two ids it was formed from ((-1, -1) for singletons).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    members: list = field(default_factory=list)
+    centroid: list = field(default_factory=list)
+    label: list = field(default_factory=list)
+    step: list = field(default_factory=list)
+    children: list = field(default_factory=list)
+    _radius: dict = field(default_factory=dict)
+
+    @classmethod
+    def singletons(cls, X: np.ndarray, y: np.ndarray) -> "Forest":
+        n = X.shape[0]
+        f = cls(X=X, y=y)
+        f.members = [np.array([i], dtype=np.int64) for i in range(n)]
+        f.centroid = [X[i].copy() for i in range(n)]
+        f.label = [int(v) for v in y]
+        f.step = [0] * n
+        f.children = [(-1, -1)] * n
+        return f
+
+    def rep(self, k: int) -> int:
+        return int(self.members[k][0])
+
+    def size(self, k: int) -> int:
+        return int(self.members[k].shape[0])
+
+    def merge(self, a: int, b: int, step: int) -> int:
+        """Form the union of clusters a and b (same label); return its new id."""
+        if self.rep(a) > self.rep(b):
+            a, b = b, a
+        na, nb = self.size(a), self.size(b)
+        c = (na * self.centroid[a] + nb * self.centroid[b]) / (na + nb)
+        m = np.concatenate([self.members[a], self.members[b]])
+        m.sort(kind="stable")
+        self.members.append(m)
+        self.centroid.append(c)
+        self.label.append(self.label[a])
+        self.step.append(step)
+        self.children.append((a, b))
+        return len(self.members) - 1
+
+    def radius(self, k: int) -> float:
+        """Bounding-sphere radius: max distance of a member to the centroid (cached)."""
+        r = self._radius.get(k)
+        if r is None:
+            diff = self.X[self.members[k]] - self.centroid[k]
+            r = float(np.sqrt(np.max(np.einsum("ij,ij->i", diff, diff))))
+            self._radius[k] = r
+        return r
+
+    def active_at(self, root: int, t: int) -> list[int]:
+        """Ids of the clusters under ``root`` that are active after merge step t."""
+        out, stack = [], [root]
+        while stack:
+            k = stack.pop()
+            if self.step[k] <= t:
+                out.append(k)
+            else:
+                stack.extend(self.children[k])
+        out.sort()
+        return out
+
+
+class MergeQueue:
+    """Per-label nearest-centroid pairs, for the greedy merge loop.
+
+    Holds the active, mergeable clusters (ids into a :class:`Forest`) of every
+    label in slots; for each slot its nearest allowed partner (the smallest
+    :func:`pair_key`), excluding blocked pairs. Blocked pairs are those whose
+    union is known to overlap another label's cluster; because overlap is
+    monotone, a block is inherited by every cluster formed from a blocked one.
+    """
+
+    def __init__(self, forest: Forest, ids_by_label: dict[int, list[int]]):
+        self.forest = forest
+        self.labels = sorted(ids_by_label)
+        self.ids: dict[int, np.ndarray] = {}
+        self.cent: dict[int, np.ndarray] = {}
+        self.rep: dict[int, np.ndarray] = {}
+        self.alive: dict[int, np.ndarray] = {}
+        self.nn: dict[int, np.ndarray] = {}
+        self.nnd: dict[int, np.ndarray] = {}
+        self.blocked: dict[int, list[set]] = {}
+        for lab in self.labels:
+            ids = sorted(ids_by_label[lab], key=forest.rep)
+            k = len(ids)
+            self.ids[lab] = np.array(ids, dtype=np.int64)
+            self.cent[lab] = (
+                np.stack([forest.centroid[i] for i in ids])
+                if k
+                else np.zeros((0, forest.X.shape[1]))
+            )
+            self.rep[lab] = np.array([forest.rep(i) for i in ids], dtype=np.int64)
+            self.alive[lab] = np.ones(k, dtype=bool)
+            self.nn[lab] = np.full(k, -1, dtype=np.int64)
+            self.nnd[lab] = np.full(k, np.inf)
+            self.blocked[lab] = [set() for _ in range(k)]
+            for s in range(k):
+                self._refresh(lab, s)
+
+    # -- nearest partner -------------------------------------------------
+    def _best_of(self, lab: int, s: int, d: np.ndarray) -> tuple[int, float]:
+        """Smallest pair_key partner of slot s given distances d to all slots."""
+        m = d.min() if d.size else np.inf
+        if not np.isfinite(m):
+            return -1, np.inf
+        cand = np.flatnonzero(d == m)
+        if cand.size == 1:
+            return int(cand[0]), float(m)
+        reps = self.rep[lab]
+        rs = reps[s]
+        keys = [(min(rs, reps[j]), max(rs, reps[j]), int(j)) for j in cand]
+        return min(keys)[2], float(m)
+
+    def _masked_dists(self, lab: int, s: int) -> np.ndarray:
+        d = sq_dists(self.cent[lab], self.cent[lab][s])
+        d[~self.alive[lab]] = np.inf
+        d[s] = np.inf
+        bl = self.blocked[lab][s]
+        if bl:
+            d[list(bl)] = np.inf
+        return d
+
+    def _refresh(self, lab: int, s: int) -> None:
+        j, dj = self._best_of(lab, s, self._masked_dists(lab, s))
+        self.nn[lab][s] = j
+        self.nnd[lab][s] = dj
+
+    def head(self, lab: int) -> tuple[tuple[float, int, int], int, int] | None:
+        """The label's smallest pair as (key, slot a, slot b), or None."""
+        nnd = self.nnd[lab]
+        if nnd.size == 0:
+            return None
+        m = nnd.min()
+        if not np.isfinite(m):
+            return None
+        cand = np.flatnonzero(nnd == m)
+        reps, nn = self.rep[lab], self.nn[lab]
+        best = min((pair_key(float(m), reps[s], reps[nn[s]]), int(s)) for s in cand)
+        s = best[1]
+        return best[0], s, int(nn[s])
+
+    def next_pair(self) -> tuple[int, int, int] | None:
+        """The globally smallest allowed pair as (label, slot a, slot b), or None."""
+        best = None
+        for lab in self.labels:
+            h = self.head(lab)
+            if h is not None and (best is None or h[0] < best[0]):
+                best = (h[0], lab, h[1], h[2])
+        return None if best is None else best[1:]
+
+    def cluster(self, lab: int, s: int) -> int:
+        return int(self.ids[lab][s])
+
+    # -- updates -----------------------------------------------------------
+    def block(self, lab: int, a: int, b: int) -> None:
+        """Forbid merging slots a and b (their union overlaps another label)."""
+        self.blocked[lab][a].add(b)
+        self.blocked[lab][b].add(a)
+        self._refresh(lab, a)
+        self._refresh(lab, b)
+
+    def merge(self, lab: int, a: int, b: int, new_id: int) -> None:
+        """Replace slots a and b by the new cluster ``new_id`` (already in the forest)."""
+        reps = self.rep[lab]
+        if reps[a] > reps[b]:
+            a, b = b, a
+        # The union keeps slot a (the smaller representative); slot b dies.
+        alive = self.alive[lab]
+        alive[b] = False
+        self.nn[lab][b] = -1
+        self.nnd[lab][b] = np.inf
+        bl = self.blocked[lab]
+        inherited = (bl[a] | bl[b]) - {a, b}
+        for k in bl[b]:
+            if k != a:
+                bl[k].discard(b)
+                bl[k].add(a)
+        bl[b] = set()
+        bl[a] = inherited
+        self.ids[lab][a] = new_id
+        self.cent[lab][a] = self.forest.centroid[new_id]
+        # reps[a] is already the smaller representative.
+        d = self._masked_dists(lab, a)
+        j, dj = self._best_of(lab, a, d)
+        self.nn[lab][a], self.nnd[lab][a] = j, dj
+        nn, nnd = self.nn[lab], self.nnd[lab]
+        others = alive.copy()
+        others[a] = False
+        stale = others & ((nn == a) | (nn == b))
+        closer = others & ~stale & (d < nnd)
+        nn[closer] = a
+        nnd[closer] = d[closer]
+        # Exact distance ties with the current partner: the pair key decides.
+        tie = others & ~stale & ~closer & (d == nnd) & np.isfinite(d)
+        for k in np.flatnonzero(tie):
+            if pair_key(0.0, reps[k], reps[a]) < pair_key(0.0, reps[k], reps[nn[k]]):
+                nn[k] = a
+        for k in np.flatnonzero(stale):
+            self._refresh(lab, int(k))
+
+    def active_ids(self) -> list[int]:
+        out = []
+        for lab in self.labels:
+            out.extend(int(i) for i in self.ids[lab][self.alive[lab]])
+        return out

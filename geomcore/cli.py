@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_xy(vec_path: str, lab_path: str, role: str, label_set: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
     X = gio.read_embeddings(vec_path, name=f"--{role}")
+    if X.shape[0] == 0:
+        hint = "give a non-empty test set or omit --test" if role == "test" else "it needs at least one vector"
+        raise UsageError(f"--{role} {vec_path} has no vectors; {hint}.")
     y = gio.read_labels(lab_path, name=f"--{role}-labels")
     if y.shape[0] != X.shape[0]:
         raise UsageError(
@@ -196,7 +199,7 @@ def _load_xy(vec_path: str, lab_path: str, role: str, label_set: list[str] | Non
         bad = [i for i, v in enumerate(y.tolist()) if str(v) not in allowed]
         if bad:
             raise UsageError(
-                f"--{role}-labels {lab_path}: label {y[bad[0]]!r} (entry {bad[0] + 1}) is not in --label-set "
+                f"--{role}-labels {lab_path}: label {str(y[bad[0]])!r} (entry {bad[0] + 1}) is not in --label-set "
                 f"({len(bad)} entries outside the set)."
             )
     return X, y
@@ -241,8 +244,9 @@ def _same_run(old: dict, inputs: dict, settings: dict) -> bool:
 # ---------------------------------------------------------------- probe
 
 
-def run_probe(args: argparse.Namespace, out=sys.stdout) -> int:
-    """The work of ``geomcore probe`` (argparse namespace in, files out)."""
+def run_probe(args: argparse.Namespace, out: Any = None) -> int:
+    """The work of ``geomcore probe`` (argparse namespace in, files out); prints to ``out``."""
+    out = sys.stdout if out is None else out
     from geomcore.analysis import LABEL_PAIR_ORDER, analyze_probe
     from geomcore.directprobe import directprobe
 
@@ -279,8 +283,6 @@ def run_probe(args: argparse.Namespace, out=sys.stdout) -> int:
     P = y_test = None
     if args.test is not None:
         P, y_test = _load_xy(args.test, args.test_labels, "test", label_set)
-        if P.shape[0] == 0:
-            raise UsageError(f"--test {args.test} has no vectors; give a non-empty test set or omit --test.")
         if P.shape[1] != X.shape[1]:
             raise UsageError(
                 f"--test {args.test} has {P.shape[1]} features per vector but --train {args.train} has "
@@ -301,7 +303,7 @@ def run_probe(args: argparse.Namespace, out=sys.stdout) -> int:
 
     test_block = None
     if P is not None:
-        ranked, dists = probe.rank(P)
+        ranked, dists = probe.rank(P, tol=args.tol, rtol=args.rtol)
         ranked = np.asarray(ranked)
         dists = np.asarray(dists)
         predicted = labels[cluster_label[ranked[:, 0]]]
@@ -363,6 +365,9 @@ def run_probe(args: argparse.Namespace, out=sys.stdout) -> int:
         "n_cluster_pairs": cd.n_pairs,
         "n_overlapping_cluster_pairs": int((~cd.separable).sum()),
         "n_escalated": cd.n_escalated,
+        "n_merges": int(getattr(probe, "n_merges", -1)),
+        "n_checks": int(getattr(probe, "n_checks", -1)),
+        "probe_stats": _stats_dict(getattr(probe, "stats", None)),
     }
     if test_block is not None:
         results["accuracy"] = test_block["accuracy"]
@@ -402,6 +407,19 @@ def run_probe(args: argparse.Namespace, out=sys.stdout) -> int:
         print(f"wrote {out_dir}/{{{CLUSTERS},{DIS},{PREDICTION + ',' if P is not None else ''}{RESULTS}}} "
               f"in {t_end - t_start:.1f} s", file=out)
     return 0
+
+
+def _stats_dict(stats: Any) -> dict | None:
+    """The clustering's counters (a dataclass or NamedTuple) as a plain dict."""
+    import dataclasses
+
+    if stats is None:
+        return None
+    if dataclasses.is_dataclass(stats):
+        return dataclasses.asdict(stats)
+    if hasattr(stats, "_asdict"):
+        return dict(stats._asdict())
+    return None
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:

@@ -1,0 +1,86 @@
+"""Batching changes nothing; bucketed shapes keep compiles few; sharding is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+import geomcore
+from geomcore.solvers.nearest_point import solve_padded
+from ground_truth import lp_separable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_second_call_in_same_bucket_does_not_recompile(rng):
+    # Sets of 17..32 points fit one working-set bucket (K = 32); 3 pairs pad to 4.
+    def run(sizes):
+        X = np.vstack([rng.normal(size=(n, 13)) + 0.8 * k for k, n in enumerate(sizes)])
+        g = np.repeat(np.arange(len(sizes)), sizes)
+        return geomcore.hull_distances(X, g, [[0, 1], [1, 2], [0, 2]])
+
+    start = solve_padded._cache_size()
+    first = run([20, 30, 25])
+    compiled = solve_padded._cache_size()
+    assert compiled == start + 1  # the first call did iterate, in one shape
+    assert first.iterations.max() > 0
+    second = run([18, 27, 31])  # other sizes, same buckets
+    assert second.iterations.max() > 0
+    assert solve_padded._cache_size() == compiled
+
+
+def test_loop_equals_batch_decisions(rng):
+    sizes = rng.integers(1, 60, size=9)
+    X = np.vstack([rng.normal(size=(n, 5)) + 2 * rng.normal(size=5) for n in sizes])
+    g = np.repeat(np.arange(9), sizes)
+    iu, ju = np.triu_indices(9, 1)
+    pairs = np.stack([iu, ju], 1)
+    batch = geomcore.hull_distances(X, g, pairs)
+    for k, (a, b) in enumerate(pairs):
+        one = geomcore.hull_distance(X[g == a], X[g == b])
+        assert one.separable == batch.separable[k] == lp_separable(X[g == a], X[g == b])
+        assert abs(one.distance - batch.distance[k]) <= 2e-4 * one.distance + 1e-12
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import jax
+    import geomcore
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(2, 70, size=8)
+    X = np.vstack([rng.normal(size=(n, 6)) + 1.5 * rng.normal(size=6) for n in sizes])
+    g = np.repeat(np.arange(8), sizes)
+    iu, ju = np.triu_indices(8, 1)
+    r = geomcore.hull_distances(X, g, np.stack([iu, ju], 1), shard=sys.argv[1] == "shard")
+    print(json.dumps({"devices": jax.device_count(), "distance": r.distance.tolist(),
+                      "lower": r.lower.tolist(), "sep": r.separable.tolist(),
+                      "it": r.iterations.tolist()}))
+    """
+)
+
+
+def _run(n_devices: int, mode: str) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, mode], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_over_4_devices_is_identical_to_one():
+    one = _run(1, "single")
+    four = _run(4, "shard")
+    assert one["devices"] == 1 and four["devices"] == 4
+    assert one["sep"] == four["sep"]
+    assert one["distance"] == four["distance"]
+    assert one["lower"] == four["lower"]
+    assert one["it"] == four["it"]

@@ -8,10 +8,12 @@ Set ``GEOMCORE_DEBUG=1`` to get full tracebacks instead.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +32,7 @@ RESULTS = "results.json"
 CLUSTERS = "clusters.txt"
 DIS = "dis.txt"
 PREDICTION = "prediction.txt"
+CHECKPOINT = ".clustering_checkpoint.npz"
 
 
 class UsageError(ValueError):
@@ -249,6 +252,7 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
     out = sys.stdout if out is None else out
     from geomcore.analysis import LABEL_PAIR_ORDER, analyze_probe
     from geomcore.directprobe import directprobe
+    from geomcore.directprobe.predict import cluster_distances, rank_clusters
 
     t_start = time.perf_counter()
     if (args.test is None) != (args.test_labels is None):
@@ -291,7 +295,16 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
         y_test = _match_label_kind(y_test, y)
     t_loaded = time.perf_counter()
 
-    probe = directprobe(X, y, tol=args.tol, progress=not args.quiet)
+    # The clustering is the long step: it is checkpointed so that a run
+    # interrupted later (measures, prediction, writing) resumes without it.
+    checkpoint = out_dir / CHECKPOINT
+    probe = None if args.force else _load_checkpoint(checkpoint, X, inputs, settings)
+    resumed = probe is not None
+    if probe is None:
+        probe = _Clustering.of(directprobe(X, y, tol=args.tol, progress=not args.quiet))
+        _save_checkpoint(checkpoint, probe, inputs, settings)
+    elif not args.quiet:
+        print(f"resuming: clustering reused from {checkpoint}", file=out)
     t_probed = time.perf_counter()
     analysis = analyze_probe(probe, tol=args.tol, rtol=args.rtol)
     t_measured = time.perf_counter()
@@ -303,7 +316,9 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
 
     test_block = None
     if P is not None:
-        ranked, dists = probe.rank(P, tol=args.tol, rtol=args.rtol)
+        ranked, dists = rank_clusters(
+            cluster_distances(P, probe.X, probe.cluster_of, probe.n_clusters, tol=args.tol, rtol=args.rtol)
+        )
         ranked = np.asarray(ranked)
         dists = np.asarray(dists)
         predicted = labels[cluster_label[ranked[:, 0]]]
@@ -334,7 +349,7 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
 
     ld = analysis.label_distances
     vec = ld.vector
-    conflicts = np.asarray(getattr(probe, "conflicts", np.zeros((0, 2), np.int64))).reshape(-1, 2)
+    conflicts = probe.conflicts
     n_per_label = np.bincount(np.asarray(probe.y), minlength=len(label_list))
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -365,9 +380,9 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
         "n_cluster_pairs": cd.n_pairs,
         "n_overlapping_cluster_pairs": int((~cd.separable).sum()),
         "n_escalated": cd.n_escalated,
-        "n_merges": int(getattr(probe, "n_merges", -1)),
-        "n_checks": int(getattr(probe, "n_checks", -1)),
-        "probe_stats": _stats_dict(getattr(probe, "stats", None)),
+        "n_merges": probe.n_merges,
+        "n_checks": probe.n_checks,
+        "probe_stats": probe.stats,
     }
     if test_block is not None:
         results["accuracy"] = test_block["accuracy"]
@@ -385,7 +400,10 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
         "predict_s": t_predicted - t_measured,
         "total_s": t_end - t_start,
     }
+    results["resumed_clustering"] = resumed
     gio.write_json(results_path, results)
+    # results.json now holds everything the checkpoint did.
+    checkpoint.unlink(missing_ok=True)
 
     if not args.quiet:
         print(
@@ -407,6 +425,72 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
         print(f"wrote {out_dir}/{{{CLUSTERS},{DIS},{PREDICTION + ',' if P is not None else ''}{RESULTS}}} "
               f"in {t_end - t_start:.1f} s", file=out)
     return 0
+
+
+@dataclass(frozen=True)
+class _Clustering:
+    """What the CLI needs of a DirectProbe ``Probe``; small enough to checkpoint."""
+
+    X: np.ndarray
+    labels: np.ndarray
+    y: np.ndarray
+    cluster_of: np.ndarray
+    cluster_label: np.ndarray
+    conflicts: np.ndarray
+    n_merges: int
+    n_checks: int
+    stats: dict | None
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster_label.shape[0])
+
+    @property
+    def is_linear(self) -> bool:
+        return self.n_clusters == int(self.labels.shape[0])
+
+    @classmethod
+    def of(cls, probe: Any) -> "_Clustering":
+        return cls(
+            X=np.asarray(probe.X),
+            labels=np.asarray(probe.labels),
+            y=np.asarray(probe.y, dtype=np.int64),
+            cluster_of=np.asarray(probe.cluster_of, dtype=np.int64),
+            cluster_label=np.asarray(probe.cluster_label, dtype=np.int64),
+            conflicts=np.asarray(probe.conflicts, dtype=np.int64).reshape(-1, 2),
+            n_merges=int(probe.n_merges),
+            n_checks=int(probe.n_checks),
+            stats=_stats_dict(getattr(probe, "stats", None)),
+        )
+
+
+def _save_checkpoint(path: Path, c: _Clustering, inputs: dict, settings: dict) -> None:
+    meta = json.dumps(gio.to_jsonable({"inputs": inputs, "settings": settings, "n_merges": c.n_merges,
+                                       "n_checks": c.n_checks, "stats": c.stats}))
+    with gio.atomic_open(path, "wb") as f:
+        np.savez(f, labels=c.labels, y=c.y, cluster_of=c.cluster_of, cluster_label=c.cluster_label,
+                 conflicts=c.conflicts, meta=np.asarray(meta))
+
+
+def _load_checkpoint(path: Path, X: np.ndarray, inputs: dict, settings: dict) -> _Clustering | None:
+    """The clustering of an interrupted run on the same inputs, or None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            arrays = {k: z[k] for k in ("labels", "y", "cluster_of", "cluster_label", "conflicts")}
+    except Exception as exc:  # a damaged checkpoint is only a lost shortcut
+        logger.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
+        return None
+    def digests(rec: dict) -> dict:
+        return {k: v.get("sha256") for k, v in rec.items()}
+
+    if digests(meta.get("inputs", {})) != digests(inputs) or meta.get("settings") != settings:
+        return None
+    if arrays["cluster_of"].shape[0] != X.shape[0]:
+        return None
+    return _Clustering(X=X, n_merges=meta["n_merges"], n_checks=meta["n_checks"], stats=meta["stats"], **arrays)
 
 
 def _stats_dict(stats: Any) -> dict | None:

@@ -278,7 +278,8 @@ def test_empty_test_labels_file_matches_empty_vectors_only(blobs, capsys):
 
 def test_interrupted_run_leaves_no_results_and_resumes(blobs, capsys, monkeypatch):
     d, X, y, P, t = blobs
-    argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--out", d / "r", "--quiet"]
+    argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--test", d / "P.npy",
+            "--test-labels", d / "t.txt", "--out", d / "r"]
     real = gio.write_json
 
     def killed(path, data):
@@ -288,10 +289,42 @@ def test_interrupted_run_leaves_no_results_and_resumes(blobs, capsys, monkeypatc
     rc, _, err = _run(argv, capsys)
     assert rc == 130 and "interrupted" in err
     assert not (d / "r" / "results.json").exists()
-    assert sorted(p.name for p in (d / "r").iterdir()) == ["clusters.txt", "dis.txt"]  # complete files only
+    # only complete files, plus the clustering checkpoint
+    names = sorted(p.name for p in (d / "r").iterdir())
+    assert names == [".clustering_checkpoint.npz", "clusters.txt", "dis.txt", "prediction.txt"]
+    first_dis = (d / "r" / "dis.txt").read_text()
     monkeypatch.setattr(gio, "write_json", real)
+
+    # the rerun reuses the clustering, finishes, and removes the checkpoint
+    import geomcore.directprobe as dp
+
+    def no_clustering(*a, **k):
+        raise AssertionError("the clustering should have been reused")
+
+    monkeypatch.setattr(dp, "directprobe", no_clustering)
+    rc, out, err = _run(argv, capsys)
+    assert rc == 0, err
+    assert "resuming" in out
+    res = json.loads((d / "r" / "results.json").read_text())
+    assert res["resumed_clustering"] and res["n_clusters"] == 3 and res["accuracy"] == pytest.approx(5 / 6)
+    assert (d / "r" / "dis.txt").read_text() == first_dis
+    assert not (d / "r" / ".clustering_checkpoint.npz").exists()
+
+
+def test_checkpoint_of_other_inputs_is_not_reused(blobs, capsys, monkeypatch):
+    d, X, y, P, t = blobs
+    argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--out", d / "r", "--quiet"]
+    monkeypatch.setattr(gio, "write_json", lambda path, data: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert _run(argv, capsys)[0] == 130
+    monkeypatch.undo()
+    # move one point of ADJ next to NOUN's blob: a different clustering problem
+    X2 = X.copy()
+    X2[np.flatnonzero(y == "ADJ")[0]] = CENTERS[1] + 0.01
+    np.save(d / "X.npy", X2)
     assert _run(argv, capsys)[0] == 0
-    assert json.loads((d / "r" / "results.json").read_text())["n_clusters"] == 3
+    res = json.loads((d / "r" / "results.json").read_text())
+    assert not res["resumed_clustering"]
+    assert res["n_clusters"] > 3  # ADJ is no longer one cluster
 
 
 def test_distances_and_compare(blobs, capsys):

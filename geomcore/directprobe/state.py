@@ -136,6 +136,10 @@ class MergeQueue:
         self.nn: dict[int, np.ndarray] = {}
         self.nnd: dict[int, np.ndarray] = {}
         self.blocked: dict[int, list[set]] = {}
+        # stale[s]: nnd[s] is only a lower bound (its partner changed); the
+        # partner is recomputed when s could be the smallest pair.
+        self.stale: dict[int, np.ndarray] = {}
+        self._heads: dict = {}
         for lab in self.labels:
             ids = sorted(ids_by_label[lab], key=forest.rep)
             k = len(ids)
@@ -150,6 +154,7 @@ class MergeQueue:
             self.nn[lab] = np.full(k, -1, dtype=np.int64)
             self.nnd[lab] = np.full(k, np.inf)
             self.blocked[lab] = [set() for _ in range(k)]
+            self.stale[lab] = np.zeros(k, dtype=bool)
             for s in range(k):
                 self._refresh(lab, s)
 
@@ -180,16 +185,30 @@ class MergeQueue:
         j, dj = self._best_of(lab, s, self._masked_dists(lab, s))
         self.nn[lab][s] = j
         self.nnd[lab][s] = dj
+        self.stale[lab][s] = False
 
     def head(self, lab: int) -> tuple[tuple[float, int, int], int, int] | None:
-        """The label's smallest pair as (key, slot a, slot b), or None."""
+        """The label's smallest pair as (key, slot a, slot b), or None (cached)."""
+        if lab not in self._heads:
+            self._heads[lab] = self._head(lab)
+        return self._heads[lab]
+
+    def _head(self, lab: int) -> tuple[tuple[float, int, int], int, int] | None:
         nnd = self.nnd[lab]
         if nnd.size == 0:
             return None
-        m = nnd.min()
-        if not np.isfinite(m):
-            return None
-        cand = np.flatnonzero(nnd == m)
+        stale = self.stale[lab]
+        while True:
+            m = nnd.min()
+            if not np.isfinite(m):
+                return None
+            cand = np.flatnonzero(nnd == m)
+            lazy = cand[stale[cand]]
+            if lazy.size == 0:
+                break
+            # A stale bound ties the minimum: find its true partner first.
+            for s in lazy:
+                self._refresh(lab, int(s))
         reps, nn = self.rep[lab], self.nn[lab]
         best = min((pair_key(float(m), reps[s], reps[nn[s]]), int(s)) for s in cand)
         s = best[1]
@@ -210,6 +229,7 @@ class MergeQueue:
     # -- updates -----------------------------------------------------------
     def block(self, lab: int, a: int, b: int) -> None:
         """Forbid merging slots a and b (their union overlaps another label)."""
+        self._heads.pop(lab, None)
         self.blocked[lab][a].add(b)
         self.blocked[lab][b].add(a)
         self._refresh(lab, a)
@@ -217,6 +237,7 @@ class MergeQueue:
 
     def merge(self, lab: int, a: int, b: int, new_id: int) -> None:
         """Replace slots a and b by the new cluster ``new_id`` (already in the forest)."""
+        self._heads.pop(lab, None)
         reps = self.rep[lab]
         if reps[a] > reps[b]:
             a, b = b, a
@@ -239,20 +260,23 @@ class MergeQueue:
         d = self._masked_dists(lab, a)
         j, dj = self._best_of(lab, a, d)
         self.nn[lab][a], self.nnd[lab][a] = j, dj
-        nn, nnd = self.nn[lab], self.nnd[lab]
+        nn, nnd, stale = self.nn[lab], self.nnd[lab], self.stale[lab]
+        stale[b] = False
         others = alive.copy()
         others[a] = False
-        stale = others & ((nn == a) | (nn == b))
-        closer = others & ~stale & (d < nnd)
+        # Slots whose partner was a or b: their distances to every unchanged
+        # cluster are >= the old nnd, so it stays a valid lower bound.
+        stale |= others & ((nn == a) | (nn == b))
+        closer = others & (d < nnd)
+        # Strictly closer than a (bound on the) best: the new cluster is the partner.
         nn[closer] = a
         nnd[closer] = d[closer]
-        # Exact distance ties with the current partner: the pair key decides.
+        stale[closer] = False
+        # Exact distance ties with a known partner: the pair key decides.
         tie = others & ~stale & ~closer & (d == nnd) & np.isfinite(d)
         for k in np.flatnonzero(tie):
             if pair_key(0.0, reps[k], reps[a]) < pair_key(0.0, reps[k], reps[nn[k]]):
                 nn[k] = a
-        for k in np.flatnonzero(stale):
-            self._refresh(lab, int(k))
 
     def active_ids(self) -> list[int]:
         out = []

@@ -1,0 +1,215 @@
+"""DirectProbe clustering against the slow reference and the exact LP.
+
+Ground truth: tests/reference_directprobe.py (plain greedy loop, one HiGHS LP
+per check) for the partitions; HiGHS (tests/ground_truth.lp_separable) for the
+guarantees (purity, no overlap between labels, maximality).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from ground_truth import lp_separable
+from reference_directprobe import reference_directprobe
+from sklearn.datasets import load_iris, load_wine
+
+from geomcore.directprobe import Probe, directprobe
+
+
+def _random_case(seed: int):
+    """2-4 labels, 10-30 points, d 2-5; odd seeds interleave the labels."""
+    rng = np.random.default_rng(seed)
+    L = int(rng.integers(2, 5))
+    n = int(rng.integers(10, 31))
+    d = int(rng.integers(2, 6))
+    y = rng.integers(0, L, n)
+    if seed % 2:
+        X = rng.normal(size=(n, d))  # labels interleaved: more clusters than labels
+    else:
+        X = rng.normal(size=(n, d)) * 0.6 + 1.5 * rng.normal(size=(L, d))[y]
+    return X, y
+
+
+def _same_partition(probe: Probe, ref_cluster_of, ref_labels):
+    np.testing.assert_array_equal(probe.cluster_of, ref_cluster_of)
+    np.testing.assert_array_equal(probe.labels[probe.cluster_label], ref_labels)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_same_clusters_as_reference_on_random_inputs(seed):
+    X, y = _random_case(seed)
+    ref_of, ref_lab = reference_directprobe(X, y)
+    fast = directprobe(X, y)
+    _same_partition(fast, ref_of, ref_lab)
+    # The forward-only path (no search back) agrees too.
+    _same_partition(directprobe(X, y, search_back=False), ref_of, ref_lab)
+    if seed < 2:  # and the exact-LP decider
+        _same_partition(directprobe(X, y, decider="lp"), ref_of, ref_lab)
+
+
+def _real_subset(loader, per_class: int, n_features: int):
+    """A deterministic subset of a real scikit-learn dataset, standardized."""
+    data = loader()
+    X, y = data.data.astype(float), data.target
+    idx = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)])
+    X = X[idx][:, :n_features]
+    X = (X - X.mean(0)) / X.std(0)
+    return X, data.target_names[y[idx]]
+
+
+@pytest.mark.parametrize(
+    "loader,per_class,n_features", [(load_iris, 14, 4), (load_wine, 12, 5), (load_wine, 12, 2)]
+)
+def test_same_clusters_as_reference_on_real_data(loader, per_class, n_features):
+    X, y = _real_subset(loader, per_class, n_features)
+    ref_of, ref_lab = reference_directprobe(X, y)
+    fast = directprobe(X, y)
+    _same_partition(fast, ref_of, ref_lab)
+    assert fast.labels.dtype.kind == "U"  # string labels survive
+
+
+def _check_guarantees(X, y, probe: Probe):
+    labels = probe.labels
+    # Purity and numbering by (label index, smallest member).
+    keys = []
+    for k, m in enumerate(probe.members):
+        assert np.all(probe.y[m] == probe.cluster_label[k])
+        assert np.all(probe.cluster_of[m] == k)
+        keys.append((probe.cluster_label[k], m[0]))
+    assert keys == sorted(keys)
+    np.testing.assert_array_equal(labels[probe.y], y)
+    conflicted = set(probe.conflicts.ravel().tolist())
+    K = probe.n_clusters
+    sets = [X[m] for m in probe.members]
+    for i in range(K):
+        for j in range(i + 1, K):
+            if probe.cluster_label[i] == probe.cluster_label[j]:
+                # Maximality: the union overlaps some other-label cluster.
+                U = np.vstack([sets[i], sets[j]])
+                assert any(
+                    not lp_separable(U, sets[k])
+                    for k in range(K)
+                    if probe.cluster_label[k] != probe.cluster_label[i]
+                ), f"clusters {i} and {j} of one label could merge"
+            else:
+                both_conflicts = {int(probe.members[i][0]), int(probe.members[j][0])} <= conflicted
+                if not both_conflicts:
+                    assert lp_separable(sets[i], sets[j]), f"clusters {i}, {j} overlap"
+
+
+def test_guarantees_hold_on_interleaved_labels():
+    rng = np.random.default_rng(7)
+    n, d = 45, 3
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, 3, n)
+    probe = directprobe(X, y)
+    assert probe.n_clusters > 3 and not probe.is_linear
+    _check_guarantees(X, y, probe)
+    np.testing.assert_allclose(
+        probe.centroids, np.stack([X[m].mean(0) for m in probe.members]), rtol=1e-12
+    )
+
+
+def test_separable_blobs_give_one_cluster_per_label():
+    rng = np.random.default_rng(3)
+    centers = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 6.0]])
+    y = np.repeat(np.arange(4), 30)
+    X = centers[y] + rng.normal(size=(120, 3))
+    X[y == 0] *= 0.5  # keep label 0 away from the others
+    probe = directprobe(X, y)
+    assert probe.is_linear and probe.n_clusters == 4
+    assert probe.stats.first_error_step == -1  # the end state was checked once
+    assert probe.n_merges == 120 - 4
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert lp_separable(X[y == a], X[y == b])
+
+
+def test_identical_points_with_two_labels_are_reported_and_finish(caplog):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(24, 2))
+    y = rng.integers(0, 2, 24)
+    X[5] = X[9]
+    y[5], y[9] = 0, 1
+    X[14] = X[9]
+    y[14] = 1  # a same-label duplicate of a conflicting point
+    with caplog.at_level(logging.WARNING, logger="geomcore.directprobe"):
+        probe = directprobe(X, y)
+    assert probe.has_overlapping_input
+    np.testing.assert_array_equal(probe.conflicts, [[5, 9], [5, 14]])
+    assert "identical points" in caplog.text
+    for i in (5, 9, 14):
+        assert probe.members[probe.cluster_of[i]].tolist() == [i]
+    ref_of, ref_lab = reference_directprobe(X, y)
+    _same_partition(probe, ref_of, ref_lab)
+    _check_guarantees(X, y, probe)
+
+
+def test_one_label_only_is_one_cluster():
+    X = np.random.default_rng(0).normal(size=(15, 4))
+    probe = directprobe(X, ["only"] * 15)
+    assert probe.n_clusters == 1 and probe.is_linear
+    assert probe.members[0].tolist() == list(range(15))
+    assert probe.stats.n_engine_calls == 0
+    assert not probe.has_overlapping_input
+    one = directprobe(X[:1], [3])
+    assert one.n_clusters == 1 and one.n_merges == 0
+
+
+def test_deterministic_and_same_with_or_without_search_back():
+    rng = np.random.default_rng(5)
+    X = np.round(rng.normal(size=(30, 2)), 1)  # coarse grid: many exact distance ties
+    y = rng.integers(0, 2, 30)
+    a = directprobe(X, y)
+    b = directprobe(X.copy(), y.copy())
+    c = directprobe(X, y, search_back=False)
+    np.testing.assert_array_equal(a.cluster_of, b.cluster_of)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    np.testing.assert_array_equal(a.cluster_of, c.cluster_of)
+    ref_of, ref_lab = reference_directprobe(X, y)
+    _same_partition(a, ref_of, ref_lab)
+
+
+def test_accepts_jax_arrays_and_records_steps():
+    import jax.numpy as jnp
+
+    X, y = _random_case(4)
+    p = directprobe(jnp.asarray(X), jnp.asarray(y))
+    q = directprobe(X, y)
+    np.testing.assert_array_equal(p.cluster_of, q.cluster_of)
+    assert p.X.dtype == np.float64
+    assert p.n_merges == int(p.steps["accepted"].sum()) == X.shape[0] - p.n_clusters
+    assert p.history is p.steps
+
+
+@pytest.mark.parametrize(
+    "X,labels,exc,match",
+    [
+        (np.zeros((4, 2)), [0, 1, 0], ValueError, r"`labels` has 3 entries but `X` has 4 rows"),
+        (np.zeros(4), [0, 1, 0, 1], ValueError, r"`X` must be a 2-D array"),
+        (np.zeros((0, 2)), [], ValueError, r"`X` has 0 rows"),
+        ([[0.0, 1.0], [np.nan, 0.0]], [0, 1], ValueError, r"`X` has a non-finite value .* row 1"),
+        ([["a", "b"]], [0], TypeError, r"`X` must hold real numbers"),
+        (np.zeros((3, 2)), np.zeros((3, 1)), ValueError, r"`labels` must be 1-D"),
+        (np.zeros((2, 2)), np.array([1, "a"], dtype=object), TypeError, r"`labels` must be mutually comparable"),
+    ],
+)
+def test_bad_input_is_named(X, labels, exc, match):
+    with pytest.raises(exc, match=match):
+        directprobe(X, labels)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="`decider`"):
+        directprobe(np.zeros((2, 2)), [0, 1], decider="magic")
+    with pytest.raises(ValueError, match="`tol`"):
+        directprobe(np.zeros((2, 2)), [0, 1], tol=-1.0)
+
+
+def test_progress_bar_runs(capsys):
+    X, y = _random_case(2)
+    p = directprobe(X, y, progress=True)
+    assert "directprobe" in capsys.readouterr().err
+    assert p.n_clusters >= 2

@@ -1,0 +1,172 @@
+"""Streamed geometry: the log's content against independent ground truth.
+
+The geometry logged after the last step must be the geometry of the model
+that was saved: embeddings are recomputed from ``out_dir/model`` with a plain
+per-sentence loop (not ``embed_layers``), and the logged label distances are
+checked against geomcore on those embeddings, against a clarabel QP of the
+nearest-point problem and a HiGHS separability LP (tests/ground_truth.py), and
+the centroids against numpy means.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from finetune.config import TrainConfig
+from finetune.stream import JsonlLog, layer_geometry, probe_split
+from finetune.train import fit
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+HERE = Path(__file__).resolve().parent
+build_tiny_encoder = _load("_finetune_conftest", HERE / "conftest.py").build_tiny_encoder
+toy_task = _load("_finetune_test_train", HERE / "test_train.py").toy_task
+ground_truth = _load("_ground_truth", HERE.parent / "ground_truth.py")
+
+
+def layer_vectors(model, tokenizer, task):
+    """(layers, n, H) word vectors by a plain loop: one sentence per forward pass."""
+    model.eval()
+    per_layer = None
+    with torch.inference_mode():
+        for s, w, _ in np.asarray(task.targets):
+            enc = tokenizer(list(task.sentences[s]), is_split_into_words=True, return_tensors="pt")
+            hs = model(**enc, output_hidden_states=True).hidden_states
+            ids = np.array([-1 if i is None else i for i in enc.word_ids(0)])
+            vecs = [h[0][torch.as_tensor(ids == w)].mean(0).numpy() for h in hs]
+            if per_layer is None:
+                per_layer = [[] for _ in hs]
+            for k, v in enumerate(vecs):
+                per_layer[k].append(v)
+    return [np.stack(v).astype(np.float64) for v in per_layer]
+
+
+def test_logged_geometry_is_the_geometry_of_the_saved_and_initial_models(tmp_path):
+    from geomcore.distances import label_distances
+    from transformers import AutoModel, AutoTokenizer
+
+    model, tok = build_tiny_encoder(tmp_path)
+    train, test = toy_task("train", 16, 20), toy_task("test", 6, 21)
+    cfg = TrainConfig(task="toy", out_dir=tmp_path / "run", epochs=1, batch_size=8, lr=2e-3,
+                      progress=False)
+    res = fit(model, tok, train, test, cfg)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "geometry.jsonl").read_text().splitlines()]
+    assert lines[0]["record"] == "header" and lines[0]["layers"] == 3
+    geo = lines[1:]
+    # step 0 and the last step (2), both splits, layers 0..2, each exactly once
+    assert sorted((r["step"], r["split"], r["layer"]) for r in geo) == sorted(
+        (s, sp, k) for s in (0, res.total_steps) for sp in ("train", "test") for k in range(3)
+    )
+    for r in geo:
+        L = len(r["labels"])
+        assert r["epoch"] == (0 if r["step"] == 0 else 1)
+        assert np.asarray(r["label_distances"]).shape == (L, L)
+        assert np.asarray(r["centroids"]).shape == (L, 32)
+        assert len(r["min_distance_per_label"]) == L and r["seconds"] >= 0
+        assert "n_clusters" not in r  # not requested
+
+    saved = AutoModel.from_pretrained(tmp_path / "run" / "model")
+    saved_tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    initial, _ = build_tiny_encoder(tmp_path)
+    for step, enc_model in ((res.total_steps, saved), (0, initial)):
+        for task in (train, test):
+            X_layers = layer_vectors(enc_model, saved_tok, task)
+            names = sorted(set(task.labels))
+            y = np.array([names.index(lab) for lab in task.labels])
+            for k, X in enumerate(X_layers):
+                rec = next(r for r in geo if (r["step"], r["split"], r["layer"]) == (step, task.split, k))
+                assert rec["labels"] == names
+                assert rec["counts"] == [int((y == i).sum()) for i in range(len(names))]
+                M = np.asarray(rec["label_distances"], dtype=float)
+                ref = label_distances(X, y).matrix
+                scale = np.ptp(X, axis=0).max()
+                np.testing.assert_allclose(M, ref, rtol=1e-3, atol=1e-5 * scale)
+                np.testing.assert_allclose(
+                    rec["centroids"], [X[y == i].mean(0) for i in range(len(names))],
+                    rtol=1e-4, atol=1e-5 * scale,
+                )
+                off = M + np.diag(np.full(len(names), np.inf))
+                np.testing.assert_allclose(rec["min_distance_per_label"], off.min(1))
+                if step == res.total_steps and task.split == "test":
+                    # independent oracles for every label pair of the final model
+                    for i in range(len(names)):
+                        for j in range(i + 1, len(names)):
+                            A, B = X[y == i], X[y == j]
+                            assert rec["separable"][i][j] == ground_truth.lp_separable(A, B)
+                            assert M[i, j] == pytest.approx(
+                                ground_truth.qp_distance(A, B), rel=2e-3, abs=1e-5 * scale
+                            )
+
+
+def test_jsonl_log_dedupes_cuts_torn_lines_and_names_corrupt_ones(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = JsonlLog(path, ("step", "split"))
+    assert log.append({"step": 0, "split": "train", "v": 1})
+    assert not log.append({"step": 0, "split": "train", "v": 2})  # same key: not written again
+    assert log.append({"step": 0, "split": "test", "v": 3})
+    with open(path, "a") as fh:  # a writer killed mid-line
+        fh.write('{"step": 5, "spl')
+    log2 = JsonlLog(path, ("step", "split"))
+    assert (0, "train") in log2 and (5, "train") not in log2
+    assert [r["v"] for r in log2.records()] == [1, 3]
+    assert log2.append({"step": 5, "split": "train", "v": 4})
+    assert [json.loads(x)["v"] for x in path.read_text().splitlines()] == [1, 3, 4]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"step": 0}\nnot json\n{"step": 1}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2: not valid JSON"):
+        JsonlLog(bad, ("step",))
+
+
+def test_layer_geometry_single_label_is_json_safe():
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    rec = layer_geometry(X, np.zeros(5, dtype=np.int64), ("only",))
+    assert rec["labels"] == ["only"] and rec["label_distances"] == [[0.0]]
+    assert rec["min_distance_per_label"] == [None]  # inf has no JSON form
+    json.dumps(rec, allow_nan=False)
+
+
+def test_directprobe_cluster_counts(monkeypatch):
+    # XOR, worked by hand: each label's two points form a diagonal. Both
+    # same-label pairs are sqrt(2) apart; the tie goes to the lower index, so
+    # label a merges first (its diagonal avoids b's two single points); b's
+    # diagonal then crosses a's, so b stays as two points: 3 clusters.
+    # Shifted apart, the labels are separable: one cluster per label.
+    X = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    y = np.array([0, 0, 1, 1])
+    assert layer_geometry(X, y, ("a", "b"), directprobe=True)["n_clusters"] == 3
+    X_sep = X + np.array([[0, 0], [0, 0], [5, 0], [5, 0]])
+    assert layer_geometry(X_sep, y, ("a", "b"), directprobe=True)["n_clusters"] == 2
+
+    monkeypatch.setitem(sys.modules, "geomcore.directprobe", None)  # import fails
+    with pytest.raises(RuntimeError, match="--directprobe.*not available"):
+        layer_geometry(X, y, ("a", "b"), directprobe=True)
+    assert "n_clusters" not in layer_geometry(X, y, ("a", "b"))
+
+
+def test_probe_split_restores_train_mode_and_skips_logged_layers(tmp_path):
+    model, tok = build_tiny_encoder(tmp_path)
+    task = toy_task("train", 6, 22)
+    names = tuple(sorted(set(task.labels)))
+    ids = np.array([names.index(x) for x in task.labels])
+    log = JsonlLog(tmp_path / "g.jsonl", ("record", "step", "split", "layer"))
+    log.append({"record": "geometry", "step": 3, "split": "train", "layer": 1})
+    model.train()
+    out = probe_split(model, tok, task, ids, names, log, step=3, epoch=0, progress=False)
+    assert model.training
+    assert [r["layer"] for r in out.records] == [0, 2]
+    assert out.last_layer.shape == (task.n_examples, 32)
+    assert len(log.records()) == 3

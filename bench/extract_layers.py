@@ -68,7 +68,9 @@ def parse_layers(spec: str | None, n_layers: int) -> list[int]:
         ) from None
     bad = sorted(k for k in layers if not 0 <= k <= n_layers)
     if bad:
-        raise ValueError(f"--layers {spec!r}: layers {bad} are outside 0..{n_layers} for this model.")
+        raise ValueError(
+            f"--layers {spec!r}: layers {bad} are outside 0..{n_layers} for this model."
+        )
     return sorted(layers)
 
 
@@ -107,8 +109,9 @@ def extract(args: argparse.Namespace) -> dict:
         old = json.loads(meta_file.read_text(encoding="utf-8"))
         if old.get("model") != model_dir:
             raise ValueError(
-                f"{out} already holds {args.task}/{args.split} vectors from model {old.get('model')}; "
-                f"refusing to mix them with {model_dir}: choose another --out or delete those files."
+                f"{out} already holds {args.task}/{args.split} vectors from model "
+                f"{old.get('model')}; refusing to mix them with {model_dir}: choose another "
+                "--out or delete those files."
             )
     task = load_task(args.task, args.split, args.data_dir)
     model, tokenizer = load_encoder(model_dir)

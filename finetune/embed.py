@@ -116,7 +116,9 @@ def _plan_windows(counts: Sequence[int], budget: int) -> tuple[list[tuple[int, i
     return windows, owner
 
 
-def encode(tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int | None = None) -> Encoded:
+def encode(
+    tokenizer, sentences: Sequence[Sequence[str]], *, max_length: int | None = None
+) -> Encoded:
     """Tokenize pre-split sentences; map sub-tokens back to words.
 
     Args:
@@ -204,7 +206,9 @@ def pool_words(
     n_sentences: int | None = None,
     n_words_max: int | None = None,
 ) -> torch.Tensor:
-    """Mean of each word's sub-token vectors: v[s, w] = mean{hidden[r, t] : word_map[r, t] = w, row r of s}.
+    """Mean of each word's sub-token vectors.
+
+    v[s, w] = mean{hidden[r, t] : row r belongs to sentence s and word_map[r, t] = w}.
 
     Differentiable (index_add), so training heads use it too.
 

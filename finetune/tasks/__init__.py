@@ -1,12 +1,12 @@
 """The five probing tasks of the study, read from the raw public corpora.
 
-| task     | kind     | corpus (under the data folder)                | train / test                          |
-|----------|----------|-----------------------------------------------|---------------------------------------|
-| pos      | token    | ud-english-pud/en_pud-ud-test.conllu (UPOS)   | first 800 / last 200 sentences        |
-| dep      | pair     | same file, every word with head != 0 (deprel) | first 800 / last 200 sentences        |
-| ps-role  | token    | streusle/*.conllulex, column 14               | dev file / test file                  |
-| ps-fxn   | token    | streusle/*.conllulex, column 15               | dev file / test file                  |
-| trec50   | sentence | trec/train_5500.label / trec/TREC_10.label    | train file / test file                |
+| task    | kind     | corpus (under the data folder)                | train / test          |
+|---------|----------|-----------------------------------------------|-----------------------|
+| pos     | token    | ud-english-pud/en_pud-ud-test.conllu (UPOS)   | first 800 / last 200  |
+| dep     | pair     | same file, every word with head != 0 (deprel) | first 800 / last 200  |
+| ps-role | token    | streusle/*.conllulex, column 14 (SS)          | dev file / test file  |
+| ps-fxn  | token    | streusle/*.conllulex, column 15 (SS2)         | dev file / test file  |
+| trec50  | sentence | trec/train_5500.label / trec/TREC_10.label    | train / test file     |
 
 ``load_task(name, split, data_dir=None)`` returns a frozen ``TaskData``.
 """

@@ -149,7 +149,8 @@ def read_conllu(path: Path, fields: tuple[str, ...] = CONLLU_FIELDS) -> list[Con
     return sentences
 
 
-def _pud_split(data_dir: Path, split: str) -> tuple[list[ConlluSentence], Path]:
+def _pud_splits(data_dir: Path) -> tuple[dict[str, list[ConlluSentence]], Path]:
+    """Both splits of PUD: {"train": first 800 sentences, "test": the rest}."""
     path = data_dir / PUD_FILE
     sentences = read_conllu(path)
     if len(sentences) <= PUD_TRAIN_SENTENCES:
@@ -157,15 +158,17 @@ def _pud_split(data_dir: Path, split: str) -> tuple[list[ConlluSentence], Path]:
             f"{path}: expected more than {PUD_TRAIN_SENTENCES} sentences for the fixed "
             f"train/test split, found {len(sentences)}."
         )
-    if split == "train":
-        return sentences[:PUD_TRAIN_SENTENCES], path
-    return sentences[PUD_TRAIN_SENTENCES:], path
+    return {
+        "train": sentences[:PUD_TRAIN_SENTENCES],
+        "test": sentences[PUD_TRAIN_SENTENCES:],
+    }, path
 
 
 def load_pos(data_dir: Path, split: str) -> TaskData:
     """POS: one example per word, label = UPOS. label_set = the 17 UD tags."""
     check_split(split)
-    sentences, path = _pud_split(data_dir, split)
+    splits, path = _pud_splits(data_dir)
+    sentences = splits[split]
     targets, labels = [], []
     for s, sent in enumerate(sentences):
         for w, tok in enumerate(sent.tokens):
@@ -201,10 +204,10 @@ def load_dep(data_dir: Path, split: str) -> TaskData:
     label_set = the relations seen in the train split (sorted).
     """
     check_split(split)
-    train, _ = _pud_split(data_dir, "train")
-    _, train_labels = dep_examples(train)
+    splits, _ = _pud_splits(data_dir)
+    _, train_labels = dep_examples(splits["train"])
     label_set = tuple(sorted(set(train_labels)))
-    sentences = train if split == "train" else _pud_split(data_dir, "test")[0]
+    sentences = splits[split]
     targets, labels = dep_examples(sentences)
     return make_task_data(
         "dep", split, "pair", [sent.words for sent in sentences], targets, labels, label_set

@@ -9,6 +9,7 @@ questions with 50 fine labels in train).
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -47,8 +48,17 @@ def raw_sentences(path: Path, encoding="utf-8") -> list[list[list[str]]]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def _pud_raw(data_dir):
     return raw_sentences(data_dir / "ud-english-pud" / "en_pud-ud-test.conllu")
+
+
+@functools.lru_cache(maxsize=None)
+def cached(name, split, data_dir):
+    """load_task once per module run (TaskData is immutable, so sharing it is safe)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnseenLabelWarning)
+        return load_task(name, split, data_dir)
 
 
 # ---- real corpora ------------------------------------------------------------------------
@@ -60,7 +70,7 @@ def test_pos_matches_an_independent_pass_and_the_readme(data_dir):
     assert sum(len(s) for s in raw) == 21180  # data README
     total = 0
     for split, part in (("train", raw[:800]), ("test", raw[800:])):
-        task = load_task("pos", split, data_dir)
+        task = cached("pos", split, data_dir)
         assert (task.name, task.split, task.kind) == ("pos", split, "token")
         assert task.sentences == tuple(tuple(c[1] for c in s) for s in part)
         expect_labels = tuple(c[3] for s in part for c in s)
@@ -71,10 +81,10 @@ def test_pos_matches_an_independent_pass_and_the_readme(data_dir):
         assert task.n_examples == len(expect_labels)
         assert len(task.label_set) == 17 and task.label_set == tuple(sorted(task.label_set))
         total += task.n_examples
-    assert load_task("pos", "train", data_dir).n_examples == 16858  # the engine's benchmark set
+    assert cached("pos", "train", data_dir).n_examples == 16858  # the engine's benchmark set
     assert total == 21180
-    assert set(load_task("pos", "train", data_dir).labels) == set(
-        load_task("pos", "train", data_dir).label_set
+    assert set(cached("pos", "train", data_dir).labels) == set(
+        cached("pos", "train", data_dir).label_set
     )
 
 
@@ -82,7 +92,7 @@ def test_dep_arcs_match_an_independent_pass(data_dir):
     raw = _pud_raw(data_dir)
     train_rels = {c[7] for s in raw[:800] for c in s if c[6] != "0"}
     for split, part in (("train", raw[:800]), ("test", raw[800:])):
-        task = load_task("dep", split, data_dir)
+        task = cached("dep", split, data_dir)
         assert task.kind == "pair"
         expect_t, expect_l = [], []
         for i, s in enumerate(part):
@@ -96,7 +106,7 @@ def test_dep_arcs_match_an_independent_pass(data_dir):
         assert task.label_set == tuple(sorted(train_rels))
         assert any(":" in lab for lab in task.labels)  # subtypes are kept (e.g. nmod:poss)
     # root words are not examples: one per sentence is left out
-    train = load_task("dep", "train", data_dir)
+    train = cached("dep", "train", data_dir)
     n_roots = sum(1 for s in raw[:800] for c in s if c[6] == "0")
     assert train.n_examples == sum(len(s) for s in raw[:800]) - n_roots
 
@@ -116,9 +126,7 @@ def test_streusle_prepositions_match_an_independent_pass(data_dir, name, col):
     train_labels = {r[2] for r in _streusle_raw(data_dir / "streusle" / files["train"], col)}
     for split, fname in files.items():
         rows = _streusle_raw(data_dir / "streusle" / fname, col)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnseenLabelWarning)
-            task = load_task(name, split, data_dir)
+        task = cached(name, split, data_dir)
         assert 350 <= task.n_examples <= 500  # README: about 400 per split
         assert task.n_examples == len(rows)
         np.testing.assert_array_equal(task.targets[:, :2], np.array([r[:2] for r in rows]))
@@ -135,7 +143,7 @@ def test_streusle_prepositions_match_an_independent_pass(data_dir, name, col):
 
 
 def test_unseen_test_labels_are_kept_and_named(data_dir):
-    train = load_task("ps-role", "train", data_dir)
+    train = cached("ps-role", "train", data_dir)
     with pytest.warns(UnseenLabelWarning) as rec:
         test = load_task("ps-role", "test", data_dir)
     expected = tuple(sorted(set(test.labels) - set(train.labels)))
@@ -157,25 +165,25 @@ def test_trec_matches_an_independent_pass(data_dir):
             ln for ln in (data_dir / "trec" / fname).read_bytes().decode(enc).splitlines()
             if ln.strip()
         ]
-        task = load_task("trec50", split, data_dir)
+        task = cached("trec50", split, data_dir)
         assert task.kind == "sentence"
         assert task.labels == tuple(ln.split(" ", 1)[0] for ln in lines)
         assert task.sentences == tuple(tuple(ln.split()[1:]) for ln in lines)
         np.testing.assert_array_equal(task.targets[:, 0], np.arange(len(lines)))
         assert np.all(task.targets[:, 1:] == -1)
         assert len(task.label_set) == 50  # README: 50 fine labels in train
-    assert load_task("trec50", "train", data_dir).n_examples == 5452
-    assert load_task("trec50", "test", data_dir).n_examples == 500
+    assert cached("trec50", "train", data_dir).n_examples == 5452
+    assert cached("trec50", "test", data_dir).n_examples == 500
     # the ISO-8859-1 file decodes: a known non-ASCII byte becomes its Latin-1 character
     raw = (data_dir / "trec" / "train_5500.label").read_bytes()
     k = next(i for i, b in enumerate(raw) if b > 127)
     line_no = raw[:k].count(b"\n")
-    task = load_task("trec50", "train", data_dir)
+    task = cached("trec50", "train", data_dir)
     assert chr(raw[k]) in " ".join(task.sentences[line_no])
 
 
 def test_taskdata_is_frozen(data_dir):
-    task = load_task("trec50", "test", data_dir)
+    task = cached("trec50", "test", data_dir)
     assert isinstance(task, TaskData)
     with pytest.raises(Exception):
         task.name = "x"

@@ -282,7 +282,7 @@ def embed_layers(
       batch_size: sentences per forward pass.
       layers: layer indices in 0..num_hidden_layers (default all, 0 first);
         the output list follows this order.
-      device: where the model runs.
+      device: where the model runs (the model is moved there and stays there).
       progress: show a tqdm bar.
       max_length: default ``model_max_length(model, tokenizer)``.
     """

@@ -478,6 +478,99 @@ def _init_params(d: int, n_classes: int, sizes, seeds, h1p: int, h2p: int):
     return (W1, B1, W2, B2, W3, B3), m1, m2
 
 
+
+# Compute (flops) a compaction must save per chunk of epochs to pay for a new
+# compile: a compile costs a few seconds, tens of GFLOP on a small CPU.
+_COMPACT_MIN_FLOPS = 5e10
+
+
+def _worth_compacting(old, new, n, d, C, compact):
+    if compact is not None:
+        return bool(compact)
+
+    def cost(shape):
+        m, h1, h2 = shape
+        return m * (d * h1 + h1 * h2 + h2 * C)
+
+    saved = 6.0 * n * _EPOCH_CHUNK * (cost(old) - cost(new))
+    return saved > _COMPACT_MIN_FLOPS
+
+
+def _model_bucket(k: int, M: int) -> int:
+    """Batch size for k active models out of M: M while k > M/2, else the next power of 2."""
+    if 2 * k > M:
+        return M
+    return 1 << max(0, (k - 1).bit_length())
+
+
+def _slice_params(p: tuple, h1: int, h2: int) -> tuple:
+    W1, B1, W2, B2, W3, B3 = p
+    return (W1[:, :, :h1], B1[:, :h1], W2[:, :h1, :h2], B2[:, :h2], W3[:, :h2], B3)
+
+
+def _is_params(x) -> bool:
+    return type(x) is tuple and len(x) == 6 and all(hasattr(a, "ndim") for a in x)
+
+
+def _gather(state: _State, sel: np.ndarray, h1: int, h2: int) -> _State:
+    """Models ``sel`` of the full state, hidden padding cut to (h1, h2)."""
+    idx = jnp.asarray(sel)
+
+    def take(x):
+        if _is_params(x):
+            return _slice_params(tuple(a[idx] for a in x), h1, h2)
+        return x[idx] if getattr(x, "ndim", 0) >= 1 else x
+
+    params = take(state.params)
+    opt_state = jax.tree_util.tree_map(take, state.opt_state, is_leaf=_is_params)
+    active = state.active[idx]
+    # A padding slot (a repeated stopped model, or a duplicate) must not train twice.
+    first = np.zeros(sel.shape[0], bool)
+    first[np.unique(sel, return_index=True)[1]] = True
+    active = active & jnp.asarray(first)
+    return state._replace(
+        params=params, opt_state=opt_state, n_iter=state.n_iter[idx], best=state.best[idx],
+        no_improve=state.no_improve[idx], active=active, loss=state.loss[idx],
+    )
+
+
+def _scatter(state: _State, sub: _State, sel: np.ndarray, shape: tuple) -> _State:
+    """Write the models of ``sub`` (selection ``sel``, padded to ``shape``) back into ``state``."""
+    _, h1, h2 = shape
+    uniq, first = np.unique(sel, return_index=True)
+    src = jnp.asarray(first)
+    dst = jnp.asarray(uniq)
+
+    def put_params(full, part):
+        W1, B1, W2, B2, W3, B3 = full
+        w1, b1, w2, b2, w3, b3 = (a[src] for a in part)
+        return (
+            W1.at[dst, :, :h1].set(w1), B1.at[dst, :h1].set(b1),
+            W2.at[dst, :h1, :h2].set(w2), B2.at[dst, :h2].set(b2),
+            W3.at[dst, :h2].set(w3), B3.at[dst].set(b3),
+        )
+
+    def put(full, part):
+        if _is_params(full):
+            return put_params(full, part)
+        if getattr(full, "ndim", 0) >= 1:
+            return full.at[dst].set(part[src])
+        return part
+
+    opt_state = jax.tree_util.tree_map(put, state.opt_state, sub.opt_state, is_leaf=_is_params)
+    # Inactive in the sub-batch is authoritative only for the real (first) copies.
+    return _State(
+        params=put_params(state.params, sub.params),
+        opt_state=opt_state,
+        epoch=sub.epoch,
+        n_iter=state.n_iter.at[dst].set(sub.n_iter[src]),
+        best=state.best.at[dst].set(sub.best[src]),
+        no_improve=state.no_improve.at[dst].set(sub.no_improve[src]),
+        active=state.active.at[dst].set(sub.active[src]),
+        loss=state.loss.at[dst].set(sub.loss[src]),
+    )
+
+
 def train_mlps(
     X: np.ndarray,
     codes: np.ndarray,
@@ -494,6 +587,7 @@ def train_mlps(
     pad_to: tuple[int, int] | None = None,
     progress: bool = False,
     desc: str = "mlp",
+    compact: bool | None = None,
 ) -> _Trained:
     """Train M two-hidden-layer MLPs on the same data at once (one vmapped, jitted loop).
 
@@ -512,6 +606,9 @@ def train_mlps(
       learning_rate: Adam's step size.
       pad_to: common padded (H1, H2); default the largest sizes among the M models.
       progress: show a tqdm bar over epochs.
+      compact: regather the still-active models into a smaller batch as models
+        stop (True/False); None decides by the compute it saves against the cost
+        of a new compile.
 
     Returns:
       _Trained with padded parameters (numpy), masks, epochs run, last loss, converged flags.
@@ -529,7 +626,8 @@ def train_mlps(
     Xp[:n] = X
     yp = np.zeros(n_pad, np.int32)
     yp[:n] = codes
-    keys = jnp.stack([jax.random.PRNGKey(int(s) + 1_000_003) for s in seeds])
+    keys = np.stack([np.asarray(jax.random.PRNGKey(int(s) + 1_000_003)) for s in seeds])
+    sizes = np.asarray(hidden_sizes, np.int64).reshape(M, 2)
 
     opt = _optimizer(learning_rate, 0.9, 0.999, 1e-8)
     jparams = tuple(jnp.asarray(p) for p in params)
@@ -543,26 +641,53 @@ def train_mlps(
         active=jnp.ones(M, bool),
         loss=jnp.full(M, jnp.nan, jnp.float32),
     )
-    args = (
-        keys, jnp.asarray(m1), jnp.asarray(m2), jnp.asarray(np.asarray(alphas, np.float32)),
-        jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n),
-    )
+    per_model = dict(keys=keys, m1=m1, m2=m2, alpha=np.asarray(alphas, np.float32))
+    data = (jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n))
     static = dict(
         batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK, max_iter=int(max_iter),
         tol=float(tol), n_iter_no_change=int(n_iter_no_change), lr=float(learning_rate),
         b1=0.9, b2=0.999, eps=1e-8,
     )
+    # Compaction: stopped models would keep costing compute inside the vmap, so
+    # between chunks the still-active models are gathered into a smaller batch
+    # (model count bucketed to powers of two, hidden padding shrunk to the largest
+    # active size) and scattered back when the batch shrinks again. Slicing off
+    # padding is exact: padded weights and their Adam moments are exactly zero.
+    sel = np.arange(M)
+    shape = (M, h1p, h2p)
+    sub = state
     done = 0
     with tqdm(total=max_iter, desc=desc, unit="epoch", disable=not progress, leave=False) as bar:
         while True:
-            state = _run_chunk(state, *args, **static)
-            epoch = int(state.epoch)
-            n_active = int(jnp.sum(state.active))
+            sub = _run_chunk(
+                sub, jnp.asarray(per_model["keys"][sel]),
+                jnp.asarray(per_model["m1"][sel][:, : shape[1]]),
+                jnp.asarray(per_model["m2"][sel][:, : shape[2]]),
+                jnp.asarray(per_model["alpha"][sel]), *data, **static,
+            )
+            epoch = int(sub.epoch)
+            active = np.asarray(sub.active)
+            n_active = int(active.sum())
             bar.update(epoch - done)
             bar.set_postfix(active=n_active)
             done = epoch
             if n_active == 0 or epoch >= max_iter:
                 break
+            still = sel[active]
+            still = np.unique(still)  # padding slots repeat a stopped model (inactive)
+            mb = _model_bucket(still.shape[0], M)
+            h1n = int(sizes[still, 0].max())
+            h2n = int(sizes[still, 1].max())
+            if (mb, h1n, h2n) != shape and _worth_compacting(
+                shape, (mb, h1n, h2n), n, d, n_classes, compact
+            ):
+                state = _scatter(state, sub, sel, shape)
+                stopped = np.flatnonzero(~np.asarray(state.active))
+                pad = np.full(mb - still.shape[0], stopped[0] if stopped.size else still[0])
+                sel = np.concatenate([still, pad])
+                shape = (mb, h1n, h2n)
+                sub = _gather(state, sel, h1n, h2n)
+    state = _scatter(state, sub, sel, shape)
     n_iter = np.asarray(state.n_iter)
     # A model that stopped by the tolerance rule before max_iter converged; one
     # that used all epochs did not (scikit-learn's ConvergenceWarning case).
@@ -624,7 +749,7 @@ def mlp_probe(
     batch_size: int | None = None,
     learning_rate: float = 1e-3,
     standardize: bool = False,
-    group_by: str = "h1",
+    group_by: str = "all",
     progress: bool = True,
 ) -> MLPProbeResult:
     """The paper's MLP probe: grid search on a validation split, retrain the best with seeds.
@@ -655,8 +780,8 @@ def mlp_probe(
       standardize: if True, centre and scale features by the training mean and
         standard deviation (scikit-learn does not; default off).
       group_by: how the grid is batched: "all" (one vmapped group, hidden sizes
-        padded to the largest), "h1" (one group per first-layer size, the
-        default), or "shape" (one per (H1, H2)). Results are the same up to float
+        padded to the largest, the default; stopped models are compacted away),
+        "h1" (one group per first-layer size), or "shape" (one per (H1, H2)). Results are the same up to float
         rounding; only speed and compile count change.
       progress: show tqdm bars.
 
@@ -867,11 +992,13 @@ class MLPProbe(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels (n,), values from ``classes_``."""
-        codes = _predict_codes(self._trained, self._check_X(X))[0]
+        Xa = self._check_X(X)
+        codes = _predict_codes(self._trained, Xa)[0]
         return self.classes_[codes]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n, C), columns in the order of ``classes_``."""
+        Xa = self._check_X(X)
         t = self._trained
         params = tuple(jnp.asarray(p) for p in t.params)
-        return _blocks(self._check_X(X), _proba_chunk, params, jnp.asarray(t.m1), jnp.asarray(t.m2))[0]
+        return _blocks(Xa, _proba_chunk, params, jnp.asarray(t.m1), jnp.asarray(t.m2))[0]

@@ -1,0 +1,308 @@
+"""Tests of geomcore.mlp: the batched MLP probes.
+
+Ground truth comes from outside the code under test: scikit-learn's
+MLPClassifier (accuracy on real data, the stopping rule's epoch count), a numpy
+re-implementation of the loss, analytic facts (a padded model equals the
+unpadded one; masked units stay exactly zero), and synthetic data whose classes a
+correct MLP must separate.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+
+from geomcore import mlp
+from geomcore.mlp import MLPProbe, mlp_probe, train_mlps, validation_split
+
+
+def _xor_blobs(n_per: int, seed: int, spread: float = 0.15):
+    """Four Gaussian blobs at the corners of a square, XOR-labelled: not linearly
+    separable, but separable with a wide margin by a 2-hidden-layer ReLU net."""
+    rng = np.random.default_rng(seed)
+    centers = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1]], float)
+    labels = np.array(["even", "even", "odd", "odd"])
+    X = np.concatenate([c + spread * rng.standard_normal((n_per, 2)) for c in centers])
+    y = np.repeat(labels, n_per)
+    return X, y
+
+
+# ----------------------------------------------------------------------------- model math
+
+
+def test_batch_loss_matches_numpy_reference():
+    """Cross-entropy + alpha/(2|B|) sum ||W||^2 over real points only, as sklearn's _backprop."""
+    rng = np.random.default_rng(0)
+    d, h1, h2, C, B = 5, 4, 3, 3, 7
+    W1, W2, W3 = rng.normal(size=(d, h1)), rng.normal(size=(h1, h2)), rng.normal(size=(h2, C))
+    b1, b2, b3 = rng.normal(size=h1), rng.normal(size=h2), rng.normal(size=C)
+    X = rng.normal(size=(B, d))
+    y = rng.integers(0, C, B)
+    weight = np.array([1, 1, 1, 1, 1, 0, 0], float)  # last two rows are padding
+    alpha = 0.3
+
+    # numpy reference on the 5 real rows
+    Xr, yr = X[:5], y[:5]
+    a1 = np.maximum(Xr @ W1 + b1, 0)
+    a2 = np.maximum(a1 @ W2 + b2, 0)
+    z = a2 @ W3 + b3
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    ref = -logp[np.arange(5), yr].mean() + 0.5 * alpha * (
+        (W1**2).sum() + (W2**2).sum() + (W3**2).sum()
+    ) / 5
+
+    params = tuple(jnp.asarray(a, jnp.float32) for a in (W1, b1, W2, b2, W3, b3))
+    got = mlp._batch_loss(
+        params, jnp.ones(h1), jnp.ones(h2), alpha, jnp.asarray(X, jnp.float32),
+        jnp.asarray(y, jnp.int32), jnp.asarray(weight, jnp.float32), 5.0,
+    )
+    np.testing.assert_allclose(float(got), ref, rtol=1e-5)
+
+
+def test_masked_units_get_exactly_zero_gradient():
+    rng = np.random.default_rng(1)
+    d, C = 3, 2
+    (W1, B1, W2, B2, W3, B3), m1, m2 = mlp._init_params(d, C, [(2, 3)], [0], 5, 6)
+    params = tuple(jnp.asarray(p[0]) for p in (W1, B1, W2, B2, W3, B3))
+    X = jnp.asarray(rng.normal(size=(8, d)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, C, 8), jnp.int32)
+    g = jax.grad(mlp._batch_loss)(params, jnp.asarray(m1[0]), jnp.asarray(m2[0]), 0.1, X, y,
+                                  jnp.ones(8), 8.0)
+    gW1, gb1, gW2, gb2, gW3, gb3 = (np.asarray(a) for a in g)
+    assert np.all(gW1[:, 2:] == 0) and np.all(gb1[2:] == 0)
+    assert np.all(gW2[2:, :] == 0) and np.all(gW2[:, 3:] == 0) and np.all(gb2[3:] == 0)
+    assert np.all(gW3[3:, :] == 0)
+    # and the real units do learn
+    assert np.abs(gW1[:, :2]).sum() > 0 and np.abs(gW3[:3]).sum() > 0
+
+
+def test_glorot_bounds_as_sklearn():
+    """sklearn's _init_coef: U(-r, r), r = sqrt(6 / (fan_in + fan_out)), weights and biases."""
+    (W1, B1, W2, B2, W3, B3), _, _ = mlp._init_params(50, 4, [(30, 20)], [3], 30, 20)
+    for w, fi, fo in ((W1, 50, 30), (B1, 50, 30), (W2, 30, 20), (W3, 20, 4), (B3, 20, 4)):
+        r = np.sqrt(6.0 / (fi + fo))
+        assert np.abs(w).max() <= r
+        assert np.abs(w).max() > 0.8 * r  # really spans the range, not a narrower init
+
+
+def test_epoch_permutation_ignores_padding_bucket():
+    key = jax.random.PRNGKey(7)
+    a = np.asarray(mlp._epoch_permutation(key, 3, 16, 11))
+    b = np.asarray(mlp._epoch_permutation(key, 3, 48, 11))
+    assert sorted(a[:11].tolist()) == list(range(11))
+    np.testing.assert_array_equal(a[:11], b[:11])
+    c = np.asarray(mlp._epoch_permutation(key, 4, 16, 11))
+    assert not np.array_equal(a[:11], c[:11])  # a fresh shuffle each epoch
+
+
+def test_padded_group_trains_the_same_model():
+    """A model trained alone equals the same model trained padded in a vmapped group,
+    and its padded units end exactly at zero."""
+    X, y = _xor_blobs(30, seed=2)
+    codes = (y == "odd").astype(np.int32)
+    kw = dict(max_iter=15, tol=0.0, n_iter_no_change=100)
+    alone = train_mlps(X.astype(np.float32), codes, 2, [(4, 6)], [1e-3], [5], **kw)
+    group = train_mlps(
+        X.astype(np.float32), codes, 2, [(8, 8), (4, 6), (2, 3)], [1e-2, 1e-3, 1e-1], [1, 5, 2],
+        pad_to=(16, 12), **kw,
+    )
+    W1a, _, W2a, _, W3a, _ = alone.params
+    W1g, B1g, W2g, B2g, W3g, _ = (p[1] for p in group.params)
+    np.testing.assert_allclose(W1g[:, :4], W1a[0], atol=2e-5)
+    np.testing.assert_allclose(W2g[:4, :6], W2a[0], atol=2e-5)
+    np.testing.assert_allclose(W3g[:6], W3a[0], atol=2e-5)
+    assert np.all(W1g[:, 4:] == 0) and np.all(B1g[4:] == 0)
+    assert np.all(W2g[4:] == 0) and np.all(W2g[:, 6:] == 0) and np.all(B2g[6:] == 0)
+    assert np.all(W3g[6:] == 0)
+
+
+def test_compaction_changes_nothing():
+    """Regathering the still-active models into smaller batches as others stop gives
+    the same models as running the full padded batch to the end."""
+    X, y = _xor_blobs(25, seed=14)
+    codes = (y == "odd").astype(np.int32)
+    args = (X.astype(np.float32), codes, 2, [(8, 8), (2, 4), (4, 2), (2, 2)],
+            [1e-1, 1e-4, 1e-3, 1e-2], [0, 1, 2, 3])
+    kw = dict(max_iter=60, tol=3e-3, n_iter_no_change=2)
+    full = train_mlps(*args, compact=False, **kw)
+    packed = train_mlps(*args, compact=True, **kw)
+    assert len(set(full.n_iter.tolist())) > 1  # models really stopped at different epochs
+    np.testing.assert_array_equal(full.n_iter, packed.n_iter)
+    for a, b in zip(full.params, packed.params):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_stopping_rule_epoch_count_matches_sklearn():
+    """With a huge tol no epoch 'improves': scikit-learn then stops after a fixed count
+    of epochs; ours must stop at the same epoch."""
+    X, y = _xor_blobs(20, seed=3)
+    for n_no_change in (2, 5):
+        sk = MLPClassifier((4, 4), tol=1e6, n_iter_no_change=n_no_change, random_state=0)
+        sk.fit(X, y)
+        probe = MLPProbe((4, 4), tol=1e6, n_iter_no_change=n_no_change).fit(X, y)
+        assert probe.n_iter_ == sk.n_iter_
+        assert probe.converged_
+
+
+def test_max_iter_stop_is_reported_not_converged():
+    X, y = _xor_blobs(20, seed=4)
+    probe = MLPProbe((4, 4), max_iter=3, tol=0.0).fit(X, y)
+    assert probe.n_iter_ == 3 and not probe.converged_
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def test_mlp_separates_xor_blobs():
+    """XOR blobs with a wide margin: a linear model gets about 50%, a correct MLP ~100%."""
+    X, y = _xor_blobs(100, seed=5)
+    Xt, yt = _xor_blobs(100, seed=6)
+    probe = MLPProbe((32, 32), alpha=1e-4, random_state=0).fit(X, y)
+    assert probe.score(Xt, yt) >= 0.99
+    assert set(probe.predict(Xt)) <= {"even", "odd"}
+
+
+def test_mlp_probe_grid_on_separable_rings():
+    """Three concentric rings (radii 1, 2, 3, noise 0.1): separable, not linearly."""
+    rng = np.random.default_rng(8)
+
+    def rings(n):
+        r = rng.integers(1, 4, n)
+        t = rng.uniform(0, 2 * np.pi, n)
+        X = np.c_[r * np.cos(t), r * np.sin(t)] + 0.1 * rng.standard_normal((n, 2))
+        return X, r
+
+    X, y = rings(600)
+    Xt, yt = rings(300)
+    res = mlp_probe(X, y, Xt, yt, hidden_sizes=(16, 64), alphas=(1e-4, 1e-1), n_seeds=3,
+                    progress=False)
+    assert res.grid.val_accuracy.shape == (8,)
+    assert res.grid.hidden_sizes.tolist() == [[16, 16]] * 2 + [[16, 64]] * 2 + [[64, 16]] * 2 + [[64, 64]] * 2
+    assert res.config == res.grid.config(int(np.argmax(res.grid.val_accuracy)))
+    assert res.grid.val_accuracy.max() >= 0.97
+    assert res.accuracies.shape == (3,) and res.mean >= 0.97
+    np.testing.assert_allclose(res.mean, res.accuracies.mean())
+    np.testing.assert_allclose(res.std, res.accuracies.std())
+    assert res.classes.tolist() == [1, 2, 3]
+    assert res.unseen_test_labels == () and res.n_unseen_test == 0
+
+
+def test_within_one_point_of_sklearn_on_digits():
+    """Real data (scikit-learn's digits): same configuration, mean test accuracy over
+    seeds within 1 accuracy point of scikit-learn's MLPClassifier."""
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    seeds = range(4)
+    ours = [MLPProbe((64, 64), alpha=1e-3, random_state=s).fit(Xtr, ytr).score(Xte, yte)
+            for s in seeds]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = [MLPClassifier((64, 64), alpha=1e-3, max_iter=1000, random_state=s)
+               .fit(Xtr, ytr).score(Xte, yte) for s in seeds]
+    assert np.mean(ref) > 0.95  # the reference itself is sane
+    assert abs(np.mean(ours) - np.mean(ref)) <= 0.01, (ours, ref)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_deterministic_for_a_fixed_seed():
+    X, y = _xor_blobs(40, seed=9)
+    a = MLPProbe((8, 8), max_iter=30, random_state=3).fit(X, y)
+    b = MLPProbe((8, 8), max_iter=30, random_state=3).fit(X, y)
+    c = MLPProbe((8, 8), max_iter=30, random_state=4).fit(X, y)
+    for wa, wb, wc in zip(a.coefs_, b.coefs_, c.coefs_):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.coefs_[0], c.coefs_[0])
+    assert a.n_iter_ == b.n_iter_
+
+
+def test_mlp_probe_deterministic_and_counts_unseen_test_labels_wrong():
+    X, y = _xor_blobs(40, seed=10)
+    Xt, yt = _xor_blobs(10, seed=11)
+    kw = dict(hidden_sizes=(8,), alphas=(1e-4,), n_seeds=2, max_iter=50, progress=False)
+    base = mlp_probe(X, y, Xt, yt, **kw)
+    again = mlp_probe(X, y, Xt, yt, **kw)
+    np.testing.assert_array_equal(base.accuracies, again.accuracies)
+    np.testing.assert_array_equal(base.grid.val_accuracy, again.grid.val_accuracy)
+
+    # Add 20 test points with a label never seen in training: same models, so each
+    # accuracy must shrink by exactly the factor 40 / 60 (the new points are wrong).
+    Xu = np.concatenate([Xt, np.zeros((20, 2))])
+    yu = np.concatenate([yt, np.full(20, "unseen")])
+    with_unseen = mlp_probe(X, y, Xu, yu, **kw)
+    assert with_unseen.unseen_test_labels == ("unseen",)
+    assert with_unseen.n_unseen_test == 20
+    np.testing.assert_allclose(with_unseen.accuracies, base.accuracies * 40 / 60)
+
+
+# ----------------------------------------------------------------------------- validation split
+
+
+def test_validation_split_stratified_and_deterministic():
+    codes = np.repeat([0, 1, 2, 3], [50, 20, 3, 1])
+    fit, val = validation_split(codes, fraction=0.1, seed=0)
+    assert np.intersect1d(fit, val).size == 0
+    assert np.union1d(fit, val).tolist() == list(range(74))
+    counts = np.bincount(codes[val], minlength=4)
+    assert counts.tolist() == [5, 2, 1, 0]  # 10% rounded, >= 1 if >= 2 points, singletons stay
+    fit2, val2 = validation_split(codes, fraction=0.1, seed=0)
+    np.testing.assert_array_equal(val, val2)
+    _, val3 = validation_split(codes, fraction=0.1, seed=1)
+    assert not np.array_equal(val, val3)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_errors_are_clear():
+    X, y = _xor_blobs(10, seed=12)
+    with pytest.raises(ValueError, match="single class"):
+        mlp_probe(X, np.zeros(40), X, np.zeros(40), progress=False)
+    with pytest.raises(ValueError, match="too few for a validation split"):
+        mlp_probe(X[:6], ["a", "b"] * 3, X, y, progress=False)
+    Xn = X.copy()
+    Xn[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"`X_train`.*row 7"):
+        mlp_probe(Xn, y, X, y, progress=False)
+    with pytest.raises(ValueError, match=r"`X_test` has 3"):
+        mlp_probe(X, y, np.zeros((4, 3)), y[:4], progress=False)
+    with pytest.raises(ValueError, match=r"`y_train` has 39 entries"):
+        mlp_probe(X, y[:-1], X, y, progress=False)
+    with pytest.raises(TypeError, match="cannot be ordered"):
+        mlp_probe(X, np.array([1, "a"] * 20, dtype=object), X, y, progress=False)
+    with pytest.raises(ValueError, match="`max_iter` must be >= 1"):
+        mlp_probe(X, y, X, y, max_iter=0, progress=False)
+    with pytest.raises(ValueError, match="single class"):
+        MLPProbe().fit(X, ["a"] * 40)
+    with pytest.raises(ValueError, match="two hidden sizes"):
+        MLPProbe(hidden_layer_sizes=(3,)).fit(X, y)
+    with pytest.raises(NotFittedError):
+        MLPProbe().predict(X)
+    fitted = MLPProbe((4, 4), max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="`X` has 3 columns but 2"):
+        fitted.predict(np.zeros((2, 3)))
+
+
+def test_estimator_api():
+    X, y = _xor_blobs(30, seed=13)
+    est = MLPProbe((8, 8), alpha=1e-3, max_iter=200)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params()
+    est.fit(X, y)
+    proba = est.predict_proba(X)
+    assert proba.shape == (120, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(est.classes_[proba.argmax(axis=1)], est.predict(X))
+    assert [w.shape for w in est.coefs_] == [(2, 8), (8, 8), (8, 2)]

@@ -64,6 +64,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="use only the first N test examples")
     p.add_argument("--max-length", type=int, default=None,
                    help="sub-tokens per sentence (default: the model's maximum)")
+    p.add_argument("--no-geometry", action="store_true",
+                   help="plain fine-tuning: no geometry log (accuracy is still logged)")
     p.add_argument("--directprobe", action="store_true",
                    help="also record DirectProbe's number of clusters per layer (slow)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -94,6 +96,7 @@ def _run_train(args: argparse.Namespace) -> int:
         max_train_examples=args.max_train_examples,
         max_test_examples=args.max_test_examples,
         max_length=args.max_length,
+        geometry=not args.no_geometry,
         directprobe=args.directprobe,
         device=args.device,
         progress=not args.no_progress,

@@ -62,6 +62,8 @@ class TrainConfig:
       max_train_examples / max_test_examples: keep only the first N examples
         of a split (smoke runs); None = all.
       max_length: sub-token limit per sentence; None = the model's maximum.
+      geometry: stream the per-layer geometry; False = plain fine-tuning (the
+        probes then only embed the last layer to log the head's accuracy).
       directprobe: also count DirectProbe clusters per layer (slow).
       device: torch device string.
       progress: show tqdm bars.
@@ -84,6 +86,7 @@ class TrainConfig:
     max_train_examples: int | None = None
     max_test_examples: int | None = None
     max_length: int | None = None
+    geometry: bool = True
     directprobe: bool = False
     device: str = "cpu"
     progress: bool = True
@@ -110,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay!r}.")
         if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
             raise ValueError(f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}.")
+        if self.directprobe and not self.geometry:
+            raise ValueError("`directprobe` needs `geometry` (drop --no-geometry).")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
 

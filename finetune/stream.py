@@ -207,6 +207,7 @@ def probe_split(
     directprobe: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    geometry: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> ProbeOutput:
     """Embed ``task`` at every layer of ``model`` and log each layer's geometry.
@@ -219,12 +220,15 @@ def probe_split(
     was_training = model.training
     try:
         layers = embed_layers(
-            model, tokenizer, task, batch_size=batch_size, device=device, progress=progress
+            model, tokenizer, task, batch_size=batch_size, device=device, progress=progress,
+            layers=None if geometry else [int(model.config.num_hidden_layers)],
         )
     finally:
         model.train(was_training)
     embed_seconds = time.perf_counter() - t0
-    records = []
+    records: list[dict[str, Any]] = []
+    if not geometry:
+        return ProbeOutput((), layers[-1], time.perf_counter() - t0)
     todo: Iterable[int] = range(len(layers))
     bar = tqdm(
         todo, desc=f"geometry {task.split} step {step}", disable=not progress, leave=False

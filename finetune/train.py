@@ -308,10 +308,9 @@ def _accuracy(head: TaskHead, vectors: torch.Tensor, ids: np.ndarray, device: st
 def train(config: TrainConfig) -> TrainResult:
     """Load the task's splits and the encoder named in ``config``, then :func:`fit`."""
     from finetune.models import load_encoder
-    from finetune.tasks import TASKS, load_task
+    from finetune.tasks import check_task, load_task
 
-    if config.task not in TASKS:
-        raise ValueError(f"Unknown task {config.task!r}; expected one of {', '.join(TASKS)}.")
+    check_task(config.task)
     train_data = slice_task(load_task(config.task, "train", config.data_dir), config.max_train_examples)
     test_data = slice_task(load_task(config.task, "test", config.data_dir), config.max_test_examples)
     backbone, tokenizer = load_encoder(config.model)
@@ -427,11 +426,14 @@ def fit(
     losses: list[float] = []
 
     def probe(at_step: int, epoch: int) -> None:
-        keys_done = all(
-            ("geometry", at_step, split, layer) in geo_log
-            for split in ("train", "test")
-            for layer in range(bcfg.num_hidden_layers + 1)
-        ) and ("metrics", at_step) in met_log
+        keys_done = ("metrics", at_step) in met_log and (
+            not config.geometry
+            or all(
+                ("geometry", at_step, split, layer) in geo_log
+                for split in ("train", "test")
+                for layer in range(bcfg.num_hidden_layers + 1)
+            )
+        )
         if keys_done:
             return
         t0 = time.perf_counter()
@@ -441,6 +443,7 @@ def fit(
                 model.backbone, tokenizer, data, ids, labels.names, geo_log,
                 step=at_step, epoch=epoch, batch_size=config.batch_size,
                 directprobe=config.directprobe, device=device, progress=config.progress,
+                geometry=config.geometry,
             )
             accs[data.split] = _accuracy(model.head, out.last_layer, ids, device)
         seconds = time.perf_counter() - t0

@@ -487,6 +487,7 @@ def fit(
         )
 
     session_t0 = [wall0]
+    start_step = step
     model.train()
     if step == 0:
         probe(0, 0)
@@ -530,10 +531,13 @@ def fit(
         if step < stop and config.save_every and step % config.save_every == 0:
             save()
     bar.close()
-    save()
     completed = step >= total_steps
-    if completed and config.save_model:
-        _save_model_dir(out_dir, model, tokenizer, labels)
+    # A finished directory run again: nothing to redo, nothing is rewritten.
+    already_done = completed and step == start_step and (out_dir / "results.json").exists()
+    if not already_done:
+        save()
+        if completed and config.save_model:
+            _save_model_dir(out_dir, model, tokenizer, labels)
     result = TrainResult(
         completed=completed,
         step=step,
@@ -547,7 +551,7 @@ def fit(
         train_sentences_per_second=acct["train_sentences"] / acct["train"] if acct["train"] else 0.0,
         out_dir=out_dir,
     )
-    if completed:
+    if completed and not already_done:
         _write_json_atomic(
             out_dir / "results.json",
             {

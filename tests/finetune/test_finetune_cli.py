@@ -47,9 +47,10 @@ def test_train_end_to_end_on_tiny_ps_role(tmp_path, tiny_data_dir, tiny_model_di
     assert (out / "model" / "config.json").is_file() and (out / "model" / "head.json").is_file()
 
     # Running the finished command again changes nothing and adds no lines.
-    before = (out / "geometry.jsonl").read_bytes()
+    files = ("geometry.jsonl", "metrics.jsonl", "results.json", "checkpoint/state.pt")
+    before = {f: (out / f).read_bytes() for f in files}
     assert main(argv) == 0
-    assert (out / "geometry.jsonl").read_bytes() == before
+    assert {f: (out / f).read_bytes() for f in files} == before
 
 
 def test_max_steps_stops_and_the_same_command_resumes_without_geometry(tmp_path, tiny_data_dir, tiny_model_dir,

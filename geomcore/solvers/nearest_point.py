@@ -34,7 +34,11 @@ from geomcore.solvers.projections import projection_simplex_masked
 
 __all__ = ["NearestPointOutput", "solve_padded", "lipschitz"]
 
-_HIGHEST = jax.lax.Precision.HIGHEST
+def _precision():
+    # On GPU/TPU the default float32 dot may use TF32/bf16 passes: ask for full
+    # float32. On CPU the default is already exact float32, and HIGHEST selects
+    # a slower kernel.
+    return None if jax.default_backend() == "cpu" else jax.lax.Precision.HIGHEST
 
 
 class NearestPointOutput(NamedTuple):
@@ -49,13 +53,15 @@ class NearestPointOutput(NamedTuple):
 
 
 def _matvec(Z: jax.Array, w: jax.Array) -> jax.Array:
-    # (B, K, d) x (B, d) -> (B, K)
-    return jnp.einsum("bkd,bd->bk", Z, w, precision=_HIGHEST)
+    """(B, K, d) x (B, d) -> (B, K): per pair Z @ w."""
+    prec = _precision()
+    return jax.vmap(lambda z, v: jnp.dot(z, v, precision=prec))(Z, w)
 
 
 def _rmatvec(Z: jax.Array, lam: jax.Array) -> jax.Array:
-    # (B, K, d) x (B, K) -> (B, d)
-    return jnp.einsum("bkd,bk->bd", Z, lam, precision=_HIGHEST)
+    """(B, K, d) x (B, K) -> (B, d): per pair Z^T lam."""
+    prec = _precision()
+    return jax.vmap(lambda z, l: jnp.dot(l, z, precision=prec))(Z, lam)
 
 
 def lipschitz(Za: jax.Array, Zb: jax.Array, n_iter: int = 60) -> jax.Array:

@@ -13,13 +13,16 @@ import jax.numpy as jnp
 __all__ = ["projection_simplex_masked"]
 
 
-def projection_simplex_masked(y: jax.Array, mask: jax.Array) -> jax.Array:
+def projection_simplex_masked(y: jax.Array, mask: jax.Array, n_bisect: int = 40) -> jax.Array:
     """Project each row of ``y`` onto {x >= 0, sum(x[mask]) = 1, x[~mask] = 0}.
 
-    Sort-based (Held, Wolfe & Crowder; Duchi et al. 2008): with u the valid
-    entries sorted in decreasing order and rho the largest k such that
-    ``u_k - (sum_{i<=k} u_i - 1) / k > 0``, the projection is
-    ``max(y - tau, 0)`` with ``tau = (sum_{i<=rho} u_i - 1) / rho``.
+    The projection is ``max(y - tau, 0)`` for the threshold tau with
+    ``sum(max(y - tau, 0)) = 1`` (Held, Wolfe & Crowder 1974). tau lies in
+    ``[max(y) - 1, max(y)]``; ``n_bisect`` halvings locate the support
+    {i : y_i > tau}, and tau is then recomputed exactly from it,
+    ``tau = (sum_{support} y_i - 1) / |support|``. Bisection is elementwise and
+    vectorises on every backend, where a per-row sort is several times slower
+    on CPU for the row lengths used here.
 
     Args:
       y: (..., n) points to project.
@@ -29,12 +32,18 @@ def projection_simplex_masked(y: jax.Array, mask: jax.Array) -> jax.Array:
       (..., n) array, zero on masked-out entries.
     """
     neg = jnp.asarray(-jnp.inf, y.dtype)
-    u = jnp.sort(jnp.where(mask, y, neg), axis=-1)[..., ::-1]
-    valid = jnp.isfinite(u)
-    css = jnp.cumsum(jnp.where(valid, u, 0.0), axis=-1)
-    k = jnp.arange(1, y.shape[-1] + 1, dtype=y.dtype)
-    cond = valid & (u - (css - 1.0) / k > 0)
-    rho = jnp.maximum(jnp.sum(cond, axis=-1, keepdims=True), 1)
-    css_rho = jnp.take_along_axis(css, rho - 1, axis=-1)
-    tau = (css_rho - 1.0) / rho.astype(y.dtype)
+    hi = jnp.max(jnp.where(mask, y, neg), axis=-1, keepdims=True)
+    lo = hi - 1.0
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        mass = jnp.sum(jnp.where(mask, jnp.maximum(y - mid, 0.0), 0.0), axis=-1, keepdims=True)
+        above = mass > 1.0
+        return jnp.where(above, mid, lo), jnp.where(above, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, n_bisect, body, (lo, hi))
+    support = mask & (y > lo)
+    count = jnp.maximum(jnp.sum(support, axis=-1, keepdims=True), 1).astype(y.dtype)
+    tau = (jnp.sum(jnp.where(support, y, 0.0), axis=-1, keepdims=True) - 1.0) / count
     return jnp.where(mask, jnp.maximum(y - tau, 0.0), 0.0)

@@ -212,6 +212,7 @@ def cluster_pair_distances(
     *,
     tol: float = 1e-6,
     rtol: float = 1e-4,
+    progress: bool = False,
 ) -> ClusterDistances:
     """Hull distance for every pair of clusters with different labels.
 
@@ -221,6 +222,7 @@ def cluster_pair_distances(
       cluster_label: (K,) int label index per cluster.
       tol: overlap tolerance relative to the pair's diameter (see the engine).
       rtol: relative accuracy of the reported distances.
+      progress: show a progress bar over the pairs.
 
     Returns:
       A :class:`ClusterDistances`, pairs (i, j) with i < j in row-major order.
@@ -238,7 +240,7 @@ def cluster_pair_distances(
         )
     from geomcore.distances import hull_distances  # the engine; imported late to keep import light
 
-    res = hull_distances(X, cluster_of, pairs, tol=tol, rtol=rtol)
+    res = hull_distances(X, cluster_of, pairs, tol=tol, rtol=rtol, progress=progress)
     distance = np.asarray(res.distance, dtype=np.float64)
     separable = np.asarray(res.separable, dtype=bool)
     # An overlapping pair has distance 0 by definition; guard against a solver
@@ -521,7 +523,7 @@ class ProbeAnalysis(NamedTuple):
         return self.label_distances.min_distance
 
 
-def analyze_probe(probe: Any, *, tol: float = 1e-6, rtol: float = 1e-4) -> ProbeAnalysis:
+def analyze_probe(probe: Any, *, tol: float = 1e-6, rtol: float = 1e-4, progress: bool = False) -> ProbeAnalysis:
     """All measures of a DirectProbe ``Probe`` (from ``geomcore.directprobe.directprobe``).
 
     Uses ``probe.X``, ``probe.labels``, ``probe.y``, ``probe.cluster_of`` and
@@ -531,7 +533,7 @@ def analyze_probe(probe: Any, *, tol: float = 1e-6, rtol: float = 1e-4) -> Probe
         if not hasattr(probe, attr):
             raise TypeError(f"`probe` must be a DirectProbe Probe; it has no attribute `{attr}`.")
     labels = np.asarray(probe.labels)
-    cd = cluster_pair_distances(probe.X, probe.cluster_of, probe.cluster_label, tol=tol, rtol=rtol)
+    cd = cluster_pair_distances(probe.X, probe.cluster_of, probe.cluster_label, tol=tol, rtol=rtol, progress=progress)
     ld = label_pair_distances(cd, labels)
     inside = inside_distances(probe.X, probe.cluster_of, probe.cluster_label, labels.shape[0])
     cent = label_centroids(probe.X, probe.y, labels.shape[0])

@@ -252,7 +252,8 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
     out = sys.stdout if out is None else out
     from geomcore.analysis import LABEL_PAIR_ORDER, analyze_probe
     from geomcore.directprobe import directprobe
-    from geomcore.directprobe.predict import cluster_distances, rank_clusters
+    from geomcore.directprobe.predict import rank_clusters
+    from geomcore.distances import point_hull_distances
 
     t_start = time.perf_counter()
     if (args.test is None) != (args.test_labels is None):
@@ -306,7 +307,7 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
     elif not args.quiet:
         print(f"resuming: clustering reused from {checkpoint}", file=out)
     t_probed = time.perf_counter()
-    analysis = analyze_probe(probe, tol=args.tol, rtol=args.rtol)
+    analysis = analyze_probe(probe, tol=args.tol, rtol=args.rtol, progress=not args.quiet)
     t_measured = time.perf_counter()
 
     labels = np.asarray(probe.labels)
@@ -316,9 +317,11 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
 
     test_block = None
     if P is not None:
-        ranked, dists = rank_clusters(
-            cluster_distances(P, probe.X, probe.cluster_of, probe.n_clusters, tol=args.tol, rtol=args.rtol)
-        )
+        phd = point_hull_distances(P, probe.X, probe.cluster_of, tol=args.tol, rtol=args.rtol,
+                                   progress=not args.quiet)
+        if not np.array_equal(np.asarray(phd.groups), np.arange(probe.n_clusters)):
+            raise RuntimeError(f"point_hull_distances returned clusters {phd.groups}; expected 0..{probe.n_clusters - 1}.")
+        ranked, dists = rank_clusters(np.asarray(phd.distances, dtype=np.float64))
         ranked = np.asarray(ranked)
         dists = np.asarray(dists)
         predicted = labels[cluster_label[ranked[:, 0]]]

@@ -48,7 +48,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: How distance vectors are ordered; stored verbatim in results.json.
-LABEL_PAIR_ORDER = "(labels[i], labels[j]) for i < j, row-major (strict upper triangle of the label matrix)"
+LABEL_PAIR_ORDER = (
+    "(labels[i], labels[j]) for i < j, row-major (strict upper triangle of the label matrix)"
+)
 
 
 class ClusterDistances(NamedTuple):
@@ -174,9 +176,13 @@ def _check_clustering(
     cluster_of = as_groups(cluster_of, n, "cluster_of")
     cluster_label = np.asarray(cluster_label)
     if cluster_label.ndim != 1:
-        raise ValueError(f"`cluster_label` must be 1-D (one label index per cluster); got shape {cluster_label.shape}.")
+        raise ValueError(
+            f"`cluster_label` must be 1-D (one label index per cluster); got shape {cluster_label.shape}."
+        )
     if cluster_label.dtype.kind not in "iu":
-        raise TypeError(f"`cluster_label` must hold integer label indices; got dtype {cluster_label.dtype}.")
+        raise TypeError(
+            f"`cluster_label` must hold integer label indices; got dtype {cluster_label.dtype}."
+        )
     cluster_label = cluster_label.astype(np.int64)
     k = cluster_label.shape[0]
     if n and (cluster_of.min() < 0 or cluster_of.max() >= k):
@@ -187,11 +193,14 @@ def _check_clustering(
         )
     if k and np.bincount(cluster_of, minlength=k).min() == 0:
         empty = int(np.flatnonzero(np.bincount(cluster_of, minlength=k) == 0)[0])
-        raise ValueError(f"cluster {empty} has no points: `cluster_of` must use every id 0..{k - 1}.")
+        raise ValueError(
+            f"cluster {empty} has no points: `cluster_of` must use every id 0..{k - 1}."
+        )
     if n_labels is not None and k and (cluster_label.min() < 0 or cluster_label.max() >= n_labels):
         bad = int(np.flatnonzero((cluster_label < 0) | (cluster_label >= n_labels))[0])
         raise ValueError(
-            f"`cluster_label` has label index {int(cluster_label[bad])} for cluster {bad}, but there are "
+            f"`cluster_label` has label index {int(cluster_label[bad])} for cluster {bad}, "
+            "but there are "
             f"{n_labels} labels (indices 0..{n_labels - 1})."
         )
     return X, cluster_of, cluster_label
@@ -322,7 +331,9 @@ def distance_vector(matrix: Any, labels: Sequence[Any]) -> DistanceVector:
     labels = list(np.asarray(labels).tolist())
     n = len(labels)
     if matrix.shape != (n, n):
-        raise ValueError(f"`matrix` must be ({n}, {n}) to match {n} labels; got shape {matrix.shape}.")
+        raise ValueError(
+            f"`matrix` must be ({n}, {n}) to match {n} labels; got shape {matrix.shape}."
+        )
     i, j = np.triu_indices(n, 1)
     return DistanceVector(
         pairs=tuple((labels[a], labels[b]) for a, b in zip(i.tolist(), j.tolist())),
@@ -347,7 +358,9 @@ def pearson_r(x: Any, y: Any) -> float:
         raise ValueError(f"Pearson's r needs at least 2 shared entries; got {x.shape[0]}.")
     for v, name in ((x, "first"), (y, "second")):
         if not np.all(np.isfinite(v)):
-            raise ValueError(f"the {name} vector holds NaN or inf at index {int(np.flatnonzero(~np.isfinite(v))[0])}.")
+            raise ValueError(
+                f"the {name} vector holds NaN or inf at index {int(np.flatnonzero(~np.isfinite(v))[0])}."
+            )
     xc = x - x.mean()
     yc = y - y.mean()
     sx = np.sqrt(xc @ xc)
@@ -392,7 +405,9 @@ def spatial_similarity(a: DistanceVector, b: DistanceVector) -> Similarity:
         )
     r = pearson_r(xa, xb)
     if only_a or only_b:
-        logger.info("similarity over %d shared pairs; dropped %d + %d", len(shared), len(only_a), len(only_b))
+        logger.info(
+            "similarity over %d shared pairs; dropped %d + %d", len(shared), len(only_a), len(only_b)
+        )
     return Similarity(r=r, n_shared=len(shared), shared=tuple(shared), only_a=only_a, only_b=only_b)
 
 
@@ -498,7 +513,9 @@ def label_centroids(X: Any, y: Any, n_labels: int) -> np.ndarray:
     y = as_groups(y, X.shape[0], "y")
     if y.size and (y.min() < 0 or y.max() >= n_labels):
         bad = int(np.flatnonzero((y < 0) | (y >= n_labels))[0])
-        raise ValueError(f"`y` has label index {int(y[bad])} at index {bad}; expected 0..{n_labels - 1}.")
+        raise ValueError(
+            f"`y` has label index {int(y[bad])} at index {bad}; expected 0..{n_labels - 1}."
+        )
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
     sums = np.zeros((n_labels, X.shape[1]))
     np.add.at(sums, y, X)
@@ -523,7 +540,9 @@ class ProbeAnalysis(NamedTuple):
         return self.label_distances.min_distance
 
 
-def analyze_probe(probe: Any, *, tol: float = 1e-6, rtol: float = 1e-4, progress: bool = False) -> ProbeAnalysis:
+def analyze_probe(
+    probe: Any, *, tol: float = 1e-6, rtol: float = 1e-4, progress: bool = False
+) -> ProbeAnalysis:
     """All measures of a DirectProbe ``Probe`` (from ``geomcore.directprobe.directprobe``).
 
     Uses ``probe.X``, ``probe.labels``, ``probe.y``, ``probe.cluster_of`` and
@@ -533,7 +552,9 @@ def analyze_probe(probe: Any, *, tol: float = 1e-6, rtol: float = 1e-4, progress
         if not hasattr(probe, attr):
             raise TypeError(f"`probe` must be a DirectProbe Probe; it has no attribute `{attr}`.")
     labels = np.asarray(probe.labels)
-    cd = cluster_pair_distances(probe.X, probe.cluster_of, probe.cluster_label, tol=tol, rtol=rtol, progress=progress)
+    cd = cluster_pair_distances(
+        probe.X, probe.cluster_of, probe.cluster_label, tol=tol, rtol=rtol, progress=progress
+    )
     ld = label_pair_distances(cd, labels)
     inside = inside_distances(probe.X, probe.cluster_of, probe.cluster_label, labels.shape[0])
     cent = label_centroids(probe.X, probe.y, labels.shape[0])

@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- loading
 
 
-def _load_xy(vec_path: str, lab_path: str, role: str, label_set: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _load_xy(
+    vec_path: str, lab_path: str, role: str, label_set: list[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
     X = gio.read_embeddings(vec_path, name=f"--{role}")
     if X.shape[0] == 0:
         hint = "give a non-empty test set or omit --test" if role == "test" else "it needs at least one vector"
@@ -202,7 +204,8 @@ def _load_xy(vec_path: str, lab_path: str, role: str, label_set: list[str] | Non
         bad = [i for i, v in enumerate(y.tolist()) if str(v) not in allowed]
         if bad:
             raise UsageError(
-                f"--{role}-labels {lab_path}: label {str(y[bad[0]])!r} (entry {bad[0] + 1}) is not in --label-set "
+                f"--{role}-labels {lab_path}: label {str(y[bad[0]])!r} (entry {bad[0] + 1}) "
+                "is not in --label-set "
                 f"({len(bad)} entries outside the set)."
             )
     return X, y
@@ -278,7 +281,8 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
                 print(f"{results_path} is already finished for these inputs; nothing to do (use --force to recompute).", file=out)
             return 0
         raise UsageError(
-            f"--out {out_dir} already holds the results of a different run (other input files or settings); "
+            f"--out {out_dir} already holds the results of a different run (other input "
+            "files or settings); "
             "choose another --out or add --force to overwrite."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -290,7 +294,8 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
         P, y_test = _load_xy(args.test, args.test_labels, "test", label_set)
         if P.shape[1] != X.shape[1]:
             raise UsageError(
-                f"--test {args.test} has {P.shape[1]} features per vector but --train {args.train} has "
+                f"--test {args.test} has {P.shape[1]} features per vector but --train "
+                f"{args.train} has "
                 f"{X.shape[1]}; both must come from the same representation."
             )
         y_test = _match_label_kind(y_test, y)
@@ -320,7 +325,9 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
         phd = point_hull_distances(P, probe.X, probe.cluster_of, tol=args.tol, rtol=args.rtol,
                                    progress=not args.quiet)
         if not np.array_equal(np.asarray(phd.groups), np.arange(probe.n_clusters)):
-            raise RuntimeError(f"point_hull_distances returned clusters {phd.groups}; expected 0..{probe.n_clusters - 1}.")
+            raise RuntimeError(
+                f"point_hull_distances returned clusters {phd.groups}; expected 0..{probe.n_clusters - 1}."
+            )
         ranked, dists = rank_clusters(np.asarray(phd.distances, dtype=np.float64))
         ranked = np.asarray(ranked)
         dists = np.asarray(dists)
@@ -421,7 +428,8 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
             if test_block["n_unseen"]:
                 names = ", ".join(sorted(test_block["unseen_test_labels"]))
                 print(
-                    f"note: {test_block['n_unseen']} test points have labels never seen in training "
+                    f"note: {test_block['n_unseen']} test points have labels never seen "
+                    "in training "
                     f"({names}); they were predicted anyway and count as wrong.",
                     file=out,
                 )
@@ -493,7 +501,9 @@ def _load_checkpoint(path: Path, X: np.ndarray, inputs: dict, settings: dict) ->
         return None
     if arrays["cluster_of"].shape[0] != X.shape[0]:
         return None
-    return _Clustering(X=X, n_merges=meta["n_merges"], n_checks=meta["n_checks"], stats=meta["stats"], **arrays)
+    return _Clustering(
+        X=X, n_merges=meta["n_merges"], n_checks=meta["n_checks"], stats=meta["stats"], **arrays
+    )
 
 
 def _stats_dict(stats: Any) -> dict | None:
@@ -579,7 +589,8 @@ def _cmd_distances(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{a}/{b}" for a, b in overlapping[:10])
         more = f" and {len(overlapping) - 10} more" if len(overlapping) > 10 else ""
         print(
-            f"note: {len(overlapping)} label pairs overlap (distance 0): {shown}{more}. The labels are not "
+            f"note: {len(overlapping)} label pairs overlap (distance 0): {shown}{more}. "
+            "The labels are not "
             "linearly separable; `geomcore probe` gives cluster-level distances.",
             file=sys.stderr,
         )
@@ -610,13 +621,16 @@ def _vector_from_results(path: str) -> tuple[Any, dict]:
         )
     pairs, values = data["label_pairs"], data["distance_vector"]
     if len(pairs) != len(values):
-        raise UsageError(f"{path}: label_pairs has {len(pairs)} entries but distance_vector has {len(values)}.")
+        raise UsageError(
+            f"{path}: label_pairs has {len(pairs)} entries but distance_vector has {len(values)}."
+        )
     for k, (p, v) in enumerate(zip(pairs, values)):
         if not (isinstance(p, list) and len(p) == 2):
             raise UsageError(f"{path}: label_pairs[{k}] is {p!r}; expected a pair [A, B].")
         if v is None or not isinstance(v, (int, float)):
             raise UsageError(f"{path}: distance_vector[{k}] is {v!r}; expected a number.")
-    return DistanceVector(pairs=tuple(tuple(p) for p in pairs), values=np.asarray(values, dtype=np.float64)), data
+    vec = DistanceVector(pairs=tuple(tuple(p) for p in pairs), values=np.asarray(values, dtype=np.float64))
+    return vec, data
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -635,7 +649,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for name, d in (("A", da), ("B", db)):
         if d.get("is_linear") is False:
             print(
-                f"note: {name} is not linearly separable; its label distances are means over cluster pairs "
+                f"note: {name} is not linearly separable; its label distances are means "
+                "over cluster pairs "
                 "(or 0 for overlapping labels)."
             )
     return 0

@@ -64,7 +64,9 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+def atomic_open(
+    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``.
 
     If the ``with`` body raises (or the process dies), the target is untouched:
@@ -135,7 +137,9 @@ def _lines(path: Path, what: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{what} file {path} is not UTF-8 text (byte {exc.start}); re-encode it as UTF-8.") from exc
+        raise ValueError(
+            f"{what} file {path} is not UTF-8 text (byte {exc.start}); re-encode it as UTF-8."
+        ) from exc
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -174,7 +178,10 @@ def read_embeddings(spec: str | os.PathLike, name: str = "embeddings") -> np.nda
         try:
             loaded = np.load(path, allow_pickle=False)
         except ValueError as exc:
-            raise ValueError(f"{name} file {path} could not be read as {suffix} ({exc}); it must hold a numeric array.") from exc
+            raise ValueError(
+                f"{name} file {path} could not be read as {suffix} ({exc}); it must hold "
+                "a numeric array."
+            ) from exc
         except (OSError, EOFError) as exc:
             raise ValueError(f"{name} file {path} is not a valid {suffix} file ({exc}).") from exc
         if suffix == ".npz":
@@ -183,7 +190,8 @@ def read_embeddings(spec: str | os.PathLike, name: str = "embeddings") -> np.nda
                 if key is None:
                     if len(keys) != 1:
                         raise ValueError(
-                            f"{name} file {path} holds {len(keys)} arrays {keys}; choose one with {path}:KEY."
+                            f"{name} file {path} holds {len(keys)} arrays {keys}; choose "
+                            f"one with {path}:KEY."
                         )
                     key = keys[0]
                 if key not in keys:
@@ -195,7 +203,8 @@ def read_embeddings(spec: str | os.PathLike, name: str = "embeddings") -> np.nda
             raise ValueError(f"{name} file {path} holds dtype {arr.dtype}; expected real numbers.")
         if arr.ndim != 2:
             raise ValueError(
-                f"{name} file {path} holds an array of shape {arr.shape}; expected 2-D (n_points, n_features)."
+                f"{name} file {path} holds an array of shape {arr.shape}; expected 2-D "
+                "(n_points, n_features)."
             )
         arr = np.ascontiguousarray(arr, dtype=np.float64)
     else:
@@ -208,12 +217,15 @@ def read_embeddings(spec: str | os.PathLike, name: str = "embeddings") -> np.nda
                 row = [float(v) for v in parts]
             except ValueError:
                 bad = next(v for v in parts if not _is_float(v))
-                raise ValueError(f"{name} file {path}, line {i + 1}: {bad!r} is not a number.") from None
+                raise ValueError(
+                    f"{name} file {path}, line {i + 1}: {bad!r} is not a number."
+                ) from None
             if width is None:
                 width = len(row)
             elif len(row) != width:
                 raise ValueError(
-                    f"{name} file {path}, line {i + 1} has {len(row)} numbers but line 1 has {width}; "
+                    f"{name} file {path}, line {i + 1} has {len(row)} numbers but line "
+                    f"1 has {width}; "
                     "every vector must have the same length."
                 )
             rows.append(row)
@@ -224,7 +236,10 @@ def read_embeddings(spec: str | os.PathLike, name: str = "embeddings") -> np.nda
     if bad.any():
         r, c = (int(v) for v in np.argwhere(bad)[0])
         where = f"line {r + 1}" if suffix not in (".npy", ".npz") else f"row {r}"
-        raise ValueError(f"{name} file {path}, {where}, column {c}: value {arr[r, c]} is not finite (NaN or inf).")
+        raise ValueError(
+            f"{name} file {path}, {where}, column {c}: value {arr[r, c]} is not finite "
+            "(NaN or inf)."
+        )
     return arr
 
 
@@ -245,11 +260,15 @@ def read_entities(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     texts, labels = [], []
     for i, line in enumerate(_lines(path, "entities")):
         if "\t" not in line:
-            raise ValueError(f"entities file {path}, line {i + 1} has no tab; expected 'text<TAB>label'.")
+            raise ValueError(
+                f"entities file {path}, line {i + 1} has no tab; expected 'text<TAB>label'."
+            )
         text, label = line.rsplit("\t", 1)
         label = label.strip()
         if not label:
-            raise ValueError(f"entities file {path}, line {i + 1} has an empty label after the tab.")
+            raise ValueError(
+                f"entities file {path}, line {i + 1} has an empty label after the tab."
+            )
         texts.append(text)
         labels.append(label)
     return texts, labels
@@ -269,15 +288,23 @@ def read_labels(path: str | os.PathLike, name: str = "labels") -> np.ndarray:
         try:
             arr = np.load(path, allow_pickle=False)
         except ValueError as exc:
-            raise ValueError(f"{name} file {path} could not be read ({exc}); save labels as ints or strings.") from exc
+            raise ValueError(
+                f"{name} file {path} could not be read ({exc}); save labels as ints or strings."
+            ) from exc
         if arr.ndim != 1:
-            raise ValueError(f"{name} file {path} holds shape {arr.shape}; expected 1-D (one label per point).")
+            raise ValueError(
+                f"{name} file {path} holds shape {arr.shape}; expected 1-D (one label per point)."
+            )
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise ValueError(f"{name} file {path} holds non-integer floats; labels must be ints or strings.")
+                raise ValueError(
+                    f"{name} file {path} holds non-integer floats; labels must be ints or strings."
+                )
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iuUS":
-            raise ValueError(f"{name} file {path} holds dtype {arr.dtype}; labels must be ints or strings.")
+            raise ValueError(
+                f"{name} file {path} holds dtype {arr.dtype}; labels must be ints or strings."
+            )
         if arr.dtype.kind == "S":
             arr = arr.astype(str)
         return arr
@@ -290,7 +317,8 @@ def read_labels(path: str | os.PathLike, name: str = "labels") -> np.ndarray:
         first_plain = has_tab.index(False)
         raise ValueError(
             f"{name} file {path} mixes formats: line {first_tab + 1} is 'text<TAB>label' but line "
-            f"{first_plain + 1} has no tab. Use one label per line, or 'text<TAB>label' on every line."
+            f"{first_plain + 1} has no tab. Use one label per line, or 'text<TAB>label' "
+            "on every line."
         )
     if all(has_tab):
         return np.asarray(read_entities(path)[1])
@@ -323,7 +351,10 @@ def read_clusters(path: str | os.PathLike) -> np.ndarray:
         try:
             out.append(int(line.strip()))
         except ValueError:
-            raise ValueError(f"clusters file {path}, line {i + 1}: {line.strip()!r} is not an integer cluster id.") from None
+            raise ValueError(
+                f"clusters file {path}, line {i + 1}: {line.strip()!r} is not an integer "
+                "cluster id."
+            ) from None
     return np.asarray(out, dtype=np.int64)
 
 
@@ -363,7 +394,9 @@ def read_dis(path: str | os.PathLike) -> list[tuple[int, str, int, str, float]]:
             j, b = right.split("-", 1)
             out.append((int(i), a, int(j), b, float(dist)))
         except ValueError:
-            raise ValueError(f"dis file {path}, line {n + 1}: {line!r} is not '(i-A, j-B): d'.") from None
+            raise ValueError(
+                f"dis file {path}, line {n + 1}: {line!r} is not '(i-A, j-B): d'."
+            ) from None
     return out
 
 
@@ -397,7 +430,8 @@ def write_predictions(
     names = [str(labels[c]) for c in cl.tolist()]
     with atomic_open(path) as f:
         for g, cs, ds in zip(gold, ranked_clusters.tolist(), ranked_distances.tolist()):
-            f.write("\t".join([str(g)] + [f"{c}-{names[c]},{d:0.4f}" for c, d in zip(cs, ds)]) + "\n")
+            ranked = [f"{c}-{names[c]},{d:0.4f}" for c, d in zip(cs, ds)]
+            f.write("\t".join([str(g)] + ranked) + "\n")
 
 
 def read_predictions(path: str | os.PathLike) -> list[tuple[str, list[tuple[int, str, float]]]]:
@@ -413,7 +447,9 @@ def read_predictions(path: str | os.PathLike) -> list[tuple[str, list[tuple[int,
                 c, lab = head.split("-", 1)
                 ranked.append((int(c), lab, float(d)))
         except ValueError:
-            raise ValueError(f"prediction file {path}, line {n + 1}: {line!r} is not 'gold<TAB>c-A,d ...'.") from None
+            raise ValueError(
+                f"prediction file {path}, line {n + 1}: {line!r} is not 'gold<TAB>c-A,d ...'."
+            ) from None
         out.append((fields[0], ranked))
     return out
 

@@ -112,13 +112,10 @@ class JsonlLog:
             return [json.loads(line) for line in fh if line.strip()]
 
 
-def label_centroids(X: np.ndarray, label_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def label_centroids(X: Any, label_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(L, D) float64 mean of the rows of ``X`` of each label id in ``labels``."""
-    try:  # the engine's own implementation, when this geomcore has it
-        from geomcore.analysis import label_centroids as _centroids
-    except ImportError:
-        X64 = np.asarray(X, dtype=np.float64)
-        return np.stack([X64[label_ids == lab].mean(axis=0) for lab in labels])
+    from geomcore.analysis import label_centroids as _centroids
+
     n = int(max(labels.max(), label_ids.max())) + 1
     return np.asarray(_centroids(X, label_ids, n))[labels]
 
@@ -162,7 +159,6 @@ def layer_geometry(
     label_ids = np.asarray(label_ids, dtype=np.int64)
     ld = label_distances(X, label_ids)
     present = np.asarray(ld.labels, dtype=np.int64)
-    X_np = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     rec: dict[str, Any] = {
         "labels": [label_names[i] for i in present],
         "counts": [int((label_ids == i).sum()) for i in present],
@@ -170,7 +166,7 @@ def layer_geometry(
         # inf (None in JSON) for a split with a single label
         "min_distance_per_label": _json_floats(ld.min_distance),
         "separable": np.asarray(ld.separable, dtype=bool).tolist(),
-        "centroids": label_centroids(X_np, label_ids, present).tolist(),
+        "centroids": label_centroids(X, label_ids, present).tolist(),
     }
     if directprobe:
         rec["n_clusters"] = _directprobe_clusters(X, label_ids)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Certificate", "certify", "most_violating"]
+__all__ = ["Certificate", "certificate", "certify", "hull_points", "most_violating"]
 
 
 class Certificate(NamedTuple):
@@ -31,25 +31,32 @@ class Certificate(NamedTuple):
     level_b: float  # <w, v>
 
 
-def certify(A: np.ndarray, B: np.ndarray, ia, a, ib, b) -> Certificate:
-    """Certificates of the weights ``a`` on ``A[ia]`` and ``b`` on ``B[ib]``.
-
-    The weights are clipped at 0 and renormalised first so that u and v are
-    exactly convex combinations (float32 solver output is only close to it).
-    """
+def hull_points(A: np.ndarray, B: np.ndarray, ia, a, ib, b):
+    """u = A[ia]^T a and v = B[ib]^T b after clipping the weights at 0 and
+    renormalising, so that u and v are exactly convex combinations (float32
+    solver output is only close to the simplex)."""
     a = np.clip(np.asarray(a, np.float64), 0.0, None)
     b = np.clip(np.asarray(b, np.float64), 0.0, None)
     a = a / a.sum() if a.sum() > 0 else np.full(a.shape, 1.0 / a.size)
     b = b / b.sum() if b.sum() > 0 else np.full(b.shape, 1.0 / b.size)
-    u = a @ A[ia]
-    v = b @ B[ib]
+    return a @ A[ia], b @ B[ib]
+
+
+def certificate(u: np.ndarray, v: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> Certificate:
+    """Certificates of w = u - v given the float64 scores <w, a_i>, <w, b_j> on all points."""
     w = u - v
     upper = float(np.linalg.norm(w))
-    sa = A @ w
-    sb = B @ w
-    smin, smax = float(sa.min()), float(sb.max())
+    smin, smax = float(scores_a.min()), float(scores_b.max())
     lower = (smin - smax) / upper if upper > 0 else 0.0
-    return Certificate(w, lower, upper, 0.5 * (smin + smax), sa, sb, float(u @ w), float(v @ w))
+    return Certificate(w, lower, upper, 0.5 * (smin + smax), scores_a, scores_b,
+                       float(u @ w), float(v @ w))
+
+
+def certify(A: np.ndarray, B: np.ndarray, ia, a, ib, b) -> Certificate:
+    """Certificates of the weights ``a`` on ``A[ia]`` and ``b`` on ``B[ib]`` (one pair)."""
+    u, v = hull_points(A, B, ia, a, ib, b)
+    w = u - v
+    return certificate(u, v, A @ w, B @ w)
 
 
 def most_violating(scores: np.ndarray, member: np.ndarray, k: int, *, below: float | None = None,

@@ -140,6 +140,7 @@ class _Run:
     def valid_at(self, t: int, bad_roots) -> bool:
         """No overlap inside the overlapping end pairs after merge step t."""
         self.c.checks += 1
+        logger.debug("search back: checking the state after merge %d", t)
         for F, G in bad_roots:
             cs, ds = self.f.active_at(F, t), self.f.active_at(G, t)
             left, right = self.cross_pairs(cs, ds)
@@ -237,8 +238,9 @@ def directprobe(
     n = Xv.shape[0]
     raw = as_labels(labels, n, "labels")
     uniq, y = encode_labels(raw)
-    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
-        raise ValueError(f"`tol` must be a finite number >= 0; got {tol!r}.")
+    for name, v in (("tol", tol), ("rtol", rtol)):
+        if not (isinstance(v, (int, float, np.floating)) and 0 < float(v) < 1):
+            raise ValueError(f"`{name}` must be a number in (0, 1); got {v!r}.")
     decide = _make_decider(decider, tol, rtol)
     conflicts = find_conflicts(Xv, y)
     frozen = np.unique(conflicts) if conflicts.size else np.zeros(0, np.int64)
@@ -275,6 +277,7 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
     if search_back:
         seq, end = run.merge_to_end(_ids_by_label(run, start, n_labels))
         T = len(seq)
+        logger.info("merged to the end without checks: %d merges, %d clusters", T, len(end))
         end = sorted(end) + run.frozen
         left, right = run.cross_pairs(end, end)
         # Each unordered pair once.
@@ -283,6 +286,7 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         run.c.checks += 1
         ov = run.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
         bad = [(left[i], right[i]) for i in np.flatnonzero(ov)]
+        logger.info("end state: %d of %d cluster pairs overlap", len(bad), len(left))
         if not bad:
             run.search_info = (T, -1)
             for lab, a, b, _ in seq:
@@ -292,6 +296,7 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
             return sorted(end)
         t_star = run.search_back(T, bad)
         first_error = t_star
+        logger.info("search back: first overlapping merge is step %d of %d", t_star, T)
         for lab, a, b, _ in seq[: t_star - 1]:
             run.record(1, lab, a, b, True)
         run.n_merges = t_star - 1

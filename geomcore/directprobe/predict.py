@@ -16,7 +16,7 @@ import numpy as np
 
 from geomcore._validate import as_labels, as_points
 
-__all__ = ["cluster_distances", "rank_clusters", "unseen_labels", "accuracy"]
+__all__ = ["cluster_distances", "nearest_clusters", "rank_clusters", "unseen_labels", "accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,80 @@ def cluster_distances(
     if not np.array_equal(groups, np.arange(n_clusters)):
         raise RuntimeError(f"point_hull_distances returned groups {groups}; expected 0..{n_clusters - 1}.")
     return np.asarray(res.distances, dtype=np.float64)
+
+
+def nearest_clusters(
+    P: Any,
+    X: np.ndarray,
+    members: tuple,
+    centroids: np.ndarray,
+    *,
+    tol: float | None = None,
+    rtol: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest cluster hull per test point, computing only the distances that can matter.
+
+    The centroid lies in its hull, so ``||p - c_k||`` bounds ``dist(p, hull_k)``
+    from above, and ``||p - c_k|| - r_k`` (r_k: the cluster's bounding radius)
+    from below. A cluster whose lower bound exceeds the smallest upper bound
+    cannot be nearest and is not solved. The others go to the engine in one
+    batch (``solve_pairs(mode="distance")``).
+
+    Returns:
+      (nearest (p,) int cluster ids, distance (p,) float64 hull distances).
+      Ties go to the lower cluster id.
+    """
+    from geomcore.distances import _check_options
+    from geomcore.solvers.pairs import solve_pairs
+
+    tol, rtol, _ = _check_options(tol, rtol, None)
+    Pv = as_points(P, "P", width=X.shape[1], min_rows=0)
+    p, K = Pv.shape[0], len(members)
+    if p == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    radii = np.array(
+        [np.sqrt(np.max(np.sum((X[m] - c) ** 2, axis=1))) for m, c in zip(members, centroids)]
+    )
+    # (p, K) centroid distances (K clusters, never p x n points).
+    dc = np.sqrt(
+        np.maximum(
+            np.sum(Pv**2, 1)[:, None] - 2 * Pv @ centroids.T + np.sum(centroids**2, 1)[None, :],
+            0.0,
+        )
+    )
+    # Guard the bounds against the rounding of the expanded square.
+    slack = 1e-7 * (np.abs(dc) + radii[None, :] + 1.0)
+    lower = dc - radii[None, :] - slack
+    upper = dc + slack
+    # A test point equal to a training point is in that point's hull: distance 0.
+    D = np.full((p, K), np.inf)
+    own = _member_cluster(Pv, X, members)
+    has = own >= 0
+    D[np.flatnonzero(has), own[has]] = 0.0
+    upper[np.flatnonzero(has), own[has]] = 0.0
+    cand = (lower <= upper.min(axis=1, keepdims=True)) & ~np.isfinite(D)
+    pi, ki = np.nonzero(cand)
+    if pi.size:
+        sets = [X[m] for m in members] + [Pv[i : i + 1] for i in range(p)]
+        pairs = np.stack([K + pi, ki], axis=1)
+        res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol)
+        D[pi, ki] = np.asarray(res.distance, dtype=np.float64)
+    nearest = np.argmin(D, axis=1)  # first minimum: the lower id on ties
+    return nearest.astype(np.int64), D[np.arange(p), nearest]
+
+
+def _member_cluster(P: np.ndarray, X: np.ndarray, members: tuple) -> np.ndarray:
+    """Per test point, the lowest cluster id holding an identical training point, or -1."""
+    cluster_of = np.empty(X.shape[0], np.int64)
+    for k, m in enumerate(members):
+        cluster_of[m] = k
+    first: dict[bytes, int] = {}
+    for i in range(X.shape[0]):
+        key = X[i].tobytes()
+        k = int(cluster_of[i])
+        if key not in first or k < first[key]:
+            first[key] = k
+    return np.array([first.get(P[j].tobytes(), -1) for j in range(P.shape[0])], dtype=np.int64)
 
 
 def rank_clusters(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -108,12 +108,18 @@ class Probe:
         """
         return _predict.rank_clusters(self.distances(P, **kw))
 
+    def nearest(self, P: Any, **kw) -> tuple[np.ndarray, np.ndarray]:
+        """(p,) nearest cluster id per test point and its hull distance.
+
+        Solves only the clusters that can be nearest (bounding-sphere bounds),
+        so it is much cheaper than :meth:`rank` on many clusters.
+        """
+        return _predict.nearest_clusters(P, self.X, self.members, self.centroids, **kw)
+
     def predict(self, P: Any, **kw) -> np.ndarray:
         """(p,) label values (from ``labels``) of the nearest cluster hull."""
-        clusters, _ = self.rank(P, **kw)
-        if clusters.shape[0] == 0:
-            return self.labels[:0]
-        return self.labels[self.cluster_label[clusters[:, 0]]]
+        nearest, _ = self.nearest(P, **kw)
+        return self.labels[self.cluster_label[nearest]]
 
     def unseen_labels(self, y: Any) -> np.ndarray:
         """Test labels that never occur in training (they are always mispredicted)."""

@@ -111,14 +111,15 @@ def _initial_working_set(X: np.ndarray, direction: np.ndarray, k: int, lowest: b
     return np.sort(idx)
 
 
-def _pad_batch(sets, pairs: list[_Pair], K: int, Bp: int, dtype):
+def _pad_block(sets, pairs: list[_Pair], K: int, b: int, dtype):
+    """Pad a chunk of pairs into (b, K, d) arrays (centred at each pair's centre, divided by R)."""
     d = sets[pairs[0].i].shape[1]
-    Za = np.zeros((Bp, K, d), dtype)
-    Zb = np.zeros((Bp, K, d), dtype)
-    ma = np.zeros((Bp, K), bool)
-    mb = np.zeros((Bp, K), bool)
-    a0 = np.zeros((Bp, K), dtype)
-    b0 = np.zeros((Bp, K), dtype)
+    Za = np.zeros((b, K, d), dtype)
+    Zb = np.zeros((b, K, d), dtype)
+    ma = np.zeros((b, K), bool)
+    mb = np.zeros((b, K), bool)
+    a0 = np.zeros((b, K), dtype)
+    b0 = np.zeros((b, K), dtype)
     for r, p in enumerate(pairs):
         A, B = sets[p.i], sets[p.j]
         na, nb = p.ia.size, p.ib.size
@@ -128,7 +129,7 @@ def _pad_batch(sets, pairs: list[_Pair], K: int, Bp: int, dtype):
         mb[r, :nb] = True
         a0[r, :na] = p.a
         b0[r, :nb] = p.b
-    # Padding pairs: one point at the origin on both sides: w = 0, overlap at once.
+    # Padding pairs: one point at the origin on both sides: w = 0, done at once.
     ma[len(pairs):, 0] = True
     mb[len(pairs):, 0] = True
     a0[len(pairs):, 0] = 1
@@ -136,12 +137,19 @@ def _pad_batch(sets, pairs: list[_Pair], K: int, Bp: int, dtype):
     return Za, ma, Zb, mb, a0, b0
 
 
-def _run_batch(sets, batch: list[_Pair], K: int, *, tol, rtol, decide, iters, sharding):
-    dtype = batch[0].dtype
+def _run_batch(sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, decide, iters, sharding):
+    """Iterate the chunks, one per device, each padded to the same block size.
+
+    Every device gets a block of the same shape (b, K, d) whether there is one
+    device or many, so each pair meets exactly the same XLA computation and the
+    results are bitwise identical across device counts.
+    """
+    dtype = chunks[0][0].dtype
     n_dev = sharding.num_devices if sharding is not None else 1
-    Bp = _bucket4(len(batch))
-    Bp = ((Bp + n_dev - 1) // n_dev) * n_dev
-    arrays = _pad_batch(sets, batch, K, Bp, dtype)
+    b = _bucket4(max(len(c) for c in chunks))
+    blocks = [_pad_block(sets, c, K, b, dtype) for c in chunks]
+    blocks += [_empty_block(b, K, d, dtype) for _ in range(n_dev - len(chunks))]
+    arrays = tuple(np.concatenate(parts, axis=0) for parts in zip(*blocks))
     if sharding is not None:
         arrays = tuple(jax.device_put(x, sharding) for x in arrays)
     # tol on U is relative to scale = 2R; the padded coordinates are divided by R.
@@ -153,15 +161,26 @@ def _run_batch(sets, batch: list[_Pair], K: int, *, tol, rtol, decide, iters, sh
         max_iter=jnp.asarray(iters, jnp.int32),
     )
     a = np.asarray(out.a, np.float64)
-    b = np.asarray(out.b, np.float64)
+    bw = np.asarray(out.b, np.float64)
     it = np.asarray(out.iterations)
     done = np.asarray(out.done)
-    for r, p in enumerate(batch):
-        p.a = a[r, : p.ia.size]
-        p.b = b[r, : p.ib.size]
-        p.iterations += int(it[r])
-        p.rounds += 1
-        p.stall_round = not bool(done[r])
+    for c, chunk in enumerate(chunks):
+        for r, p in enumerate(chunk):
+            row = c * b + r
+            p.a = a[row, : p.ia.size]
+            p.b = bw[row, : p.ib.size]
+            p.iterations += int(it[row])
+            p.rounds += 1
+            p.stall_round = not bool(done[row])
+
+
+def _empty_block(b, K, d, dtype):
+    Za = np.zeros((b, K, d), dtype)
+    ma = np.zeros((b, K), bool)
+    ma[:, 0] = True
+    a0 = np.zeros((b, K), dtype)
+    a0[:, 0] = 1
+    return Za, ma, Za.copy(), ma.copy(), a0, a0.copy()
 
 
 def _certify_all(sets, plist: list[_Pair]) -> None:
@@ -280,8 +299,9 @@ def solve_pairs(
       rtol: relative gap for distances.
       any_only: "decide" only: stop the whole call at the first overlapping
         pair; pairs not finished get Status.SKIPPED.
-      max_iter: iteration budget per pair; max_rounds: working-set rounds per
-        pair. Pairs over budget are decided by HiGHS (Status.EXACT_LP).
+      max_iter: iteration budget per pair (checked between rounds, so a pair
+        may overrun it by up to ``round_iter``); max_rounds: working-set rounds
+        per pair. Pairs over budget are decided by HiGHS (Status.EXACT_LP).
       round_iter: iterations per round before the working set is re-verified.
       working_set: initial points per side.
       dtype: np.float32 (default) or np.float64 for the iterations
@@ -343,18 +363,22 @@ def solve_pairs(
         for p in runnable:
             K = _bucket(max(p.ia.size, p.ib.size), _MIN_K)
             groups.setdefault((np.dtype(p.dtype).name, K), []).append(p)
+        n_dev = sharding.num_devices if sharding is not None else 1
         for (dt, K), plist in sorted(groups.items()):
             per_batch = _floor4(max(1, _batch_floats() // (2 * K * d)))
-            for s in range(0, len(plist), per_batch):
-                batch = plist[s : s + per_batch]
-                iters = min(round_iter, max_iter - min(p.iterations for p in batch))
+            chunks = [plist[s : s + per_batch] for s in range(0, len(plist), per_batch)]
+            # Full chunks go n_dev at a time; a partial chunk (another block
+            # size) goes alone, so that block shapes never depend on n_dev.
+            full = [c for c in chunks if len(c) == per_batch]
+            supers = [full[s : s + n_dev] for s in range(0, len(full), n_dev)]
+            supers += [[c] for c in chunks if len(c) < per_batch]
+            for sb in supers:
+                kw = dict(tol=tol, rtol=rtol / 4, decide=decide, iters=round_iter, sharding=sharding)
                 if dt == "float64":
                     with jax.enable_x64(True):
-                        _run_batch(sets, batch, K, tol=tol, rtol=rtol / 4, decide=decide,
-                                   iters=max(iters, 1), sharding=sharding)
+                        _run_batch(sets, sb, K, d, **kw)
                 else:
-                    _run_batch(sets, batch, K, tol=tol, rtol=rtol / 4, decide=decide,
-                               iters=max(iters, 1), sharding=sharding)
+                    _run_batch(sets, sb, K, d, **kw)
         still = []
         _certify_all(sets, runnable)
         for p in runnable:

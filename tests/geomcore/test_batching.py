@@ -54,6 +54,9 @@ _SCRIPT = textwrap.dedent(
     import numpy as np
     import jax
     import geomcore
+    import geomcore.solvers.pairs as gp
+    # Tiny blocks (4 pairs at K = 8) so that the 28 pairs really spread over devices.
+    gp._batch_floats = lambda: 384
     rng = np.random.default_rng(5)
     sizes = rng.integers(2, 70, size=8)
     X = np.vstack([rng.normal(size=(n, 6)) + 1.5 * rng.normal(size=6) for n in sizes])

@@ -69,7 +69,15 @@ def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
         ) from exc
 
     def decide(sets, pairs, any_only):
-        res = solve_pairs(sets, pairs, mode="decide", tol=tol, rtol=rtol, any_only=any_only)
+        try:
+            res = solve_pairs(sets, pairs, mode="decide", tol=tol, rtol=rtol, any_only=any_only)
+        except RuntimeError as exc:
+            logger.warning(
+                "the hull engine failed on a batch of %d pairs (%s); deciding them one by one",
+                len(pairs),
+                exc,
+            )
+            return _one_by_one(sets, pairs, any_only)
         status = np.asarray(res.status)
         skipped = status == int(Status.SKIPPED)
         sep = np.asarray(res.separable, dtype=bool)
@@ -80,6 +88,37 @@ def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
             b=np.asarray(res.b, dtype=np.float64),
             n_escalated=int(res.n_escalated),
         )
+
+    def _one_by_one(sets, pairs, any_only):
+        m, d = len(pairs), sets[0].shape[1]
+        overlap, skipped = np.zeros(m, bool), np.zeros(m, bool)
+        W, b = np.zeros((m, d)), np.zeros(m)
+        n_esc = 0
+        for i, (p, q) in enumerate(pairs):
+            A, B = sets[p], sets[q]
+            try:
+                r = solve_pairs([A, B], np.array([[0, 1]]), mode="decide", tol=tol, rtol=rtol)
+                sep, W[i], b[i] = bool(r.separable[0]), r.w[0], float(r.b[0])
+                n_esc += int(r.n_escalated)
+            except RuntimeError as exc:
+                # The engine's own exact LP failed on this pair: the full HiGHS
+                # LP on all points decides it (a certificate either way).
+                logger.warning(
+                    "hull engine failed on a pair of %d and %d points (%s); using the full "
+                    "HiGHS LP", A.shape[0], B.shape[0], exc,
+                )
+                w = _lp_separate(A, B)
+                n_esc += 1
+                sep = w is not None
+                if sep:
+                    W[i] = w
+                    b[i] = 0.5 * (float(np.min(A @ w)) + float(np.max(B @ w)))
+            if not sep:
+                overlap[i] = True
+                if any_only:
+                    skipped[i + 1 :] = True
+                    break
+        return Decision(overlap, skipped, W, b, n_esc)
 
     return decide
 

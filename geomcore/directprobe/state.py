@@ -140,6 +140,9 @@ class MergeQueue:
         # partner is recomputed when s could be the smallest pair.
         self.stale: dict[int, np.ndarray] = {}
         self._heads: dict = {}
+        self.mu: dict[int, np.ndarray] = {}
+        self.cc: dict[int, np.ndarray] = {}
+        self.sq: dict[int, np.ndarray] = {}
         for lab in self.labels:
             ids = sorted(ids_by_label[lab], key=forest.rep)
             k = len(ids)
@@ -155,10 +158,43 @@ class MergeQueue:
             self.nnd[lab] = np.full(k, np.inf)
             self.blocked[lab] = [set() for _ in range(k)]
             self.stale[lab] = np.zeros(k, dtype=bool)
-            for s in range(k):
-                self._refresh(lab, s)
+            # Centered copies for the fast (BLAS) screening of distances.
+            mu = self.cent[lab].mean(axis=0) if k else np.zeros(forest.X.shape[1])
+            self.mu[lab] = mu
+            self.cc[lab] = self.cent[lab] - mu
+            self.sq[lab] = np.einsum("ij,ij->i", self.cc[lab], self.cc[lab])
+            self._init_nn(lab)
 
     # -- nearest partner -------------------------------------------------
+    # Distances are screened with the expanded form |a|^2 + |b|^2 - 2 a.b
+    # (BLAS, approximate) and recomputed exactly (``sq_dists``) for every
+    # entry that could be the minimum or tie with it: the error of the
+    # expanded form is below ``_REL * (|a|^2 + |b|^2)``, a bound with a wide
+    # safety factor over d * eps. The exact values alone decide, so the result
+    # is bitwise the one of the plain formula.
+    def _margin(self, lab: int, sq_s) -> np.ndarray:
+        d = self.cent[lab].shape[1]
+        return (64.0 * d * np.finfo(np.float64).eps) * (self.sq[lab] + sq_s) + 1e-300
+
+    def _init_nn(self, lab: int, chunk: int = 256) -> None:
+        k = self.ids[lab].shape[0]
+        cc, sq, cent = self.cc[lab], self.sq[lab], self.cent[lab]
+        dim = cent.shape[1]
+        for lo in range(0, k, chunk):
+            rows = np.arange(lo, min(k, lo + chunk))
+            ap = sq[rows, None] + sq[None, :] - 2.0 * (cc[rows] @ cc.T)
+            mg = (64.0 * dim * np.finfo(np.float64).eps) * (sq[rows, None] + sq[None, :]) + 1e-300
+            ap[np.arange(rows.size), rows] = np.inf
+            lim = np.min(ap + mg, axis=1)
+            need = ((ap - mg) <= lim[:, None]) & np.isfinite(ap)
+            for r, s in enumerate(rows):
+                idx = np.flatnonzero(need[r])
+                d = np.full(k, np.inf)
+                if idx.size:
+                    d[idx] = sq_dists(cent[idx], cent[s])
+                j, dj = self._best_of(lab, int(s), d)
+                self.nn[lab][s], self.nnd[lab][s] = j, dj
+
     def _best_of(self, lab: int, s: int, d: np.ndarray) -> tuple[int, float]:
         """Smallest pair_key partner of slot s given distances d to all slots."""
         m = d.min() if d.size else np.inf
@@ -172,14 +208,31 @@ class MergeQueue:
         keys = [(min(rs, reps[j]), max(rs, reps[j]), int(j)) for j in cand]
         return min(keys)[2], float(m)
 
-    def _masked_dists(self, lab: int, s: int) -> np.ndarray:
-        d = sq_dists(self.cent[lab], self.cent[lab][s])
-        d[~self.alive[lab]] = np.inf
-        d[s] = np.inf
+    def _masked_dists(self, lab: int, s: int, bound: np.ndarray | None = None) -> np.ndarray:
+        """Distances from slot s to all slots (inf: dead, s itself, blocked).
+
+        Exact (``sq_dists``) wherever the value can matter: near the minimum,
+        and, if ``bound`` is given, wherever it may be <= bound; elsewhere an
+        approximation known to exceed both.
+        """
+        cc, sq = self.cc[lab], self.sq[lab]
+        ap = sq + sq[s] - 2.0 * (cc @ cc[s])
+        ap[~self.alive[lab]] = np.inf
+        ap[s] = np.inf
         bl = self.blocked[lab][s]
         if bl:
-            d[list(bl)] = np.inf
-        return d
+            ap[list(bl)] = np.inf
+        mg = self._margin(lab, sq[s])
+        lim = np.min(ap + mg) if ap.size else np.inf
+        low = ap - mg
+        need = low <= lim
+        if bound is not None:
+            need |= low <= bound
+        need &= np.isfinite(ap)
+        idx = np.flatnonzero(need)
+        if idx.size:
+            ap[idx] = sq_dists(self.cent[lab][idx], self.cent[lab][s])
+        return ap
 
     def _refresh(self, lab: int, s: int) -> None:
         j, dj = self._best_of(lab, s, self._masked_dists(lab, s))
@@ -256,8 +309,10 @@ class MergeQueue:
         bl[a] = inherited
         self.ids[lab][a] = new_id
         self.cent[lab][a] = self.forest.centroid[new_id]
+        self.cc[lab][a] = self.cent[lab][a] - self.mu[lab]
+        self.sq[lab][a] = float(self.cc[lab][a] @ self.cc[lab][a])
         # reps[a] is already the smaller representative.
-        d = self._masked_dists(lab, a)
+        d = self._masked_dists(lab, a, bound=self.nnd[lab])
         j, dj = self._best_of(lab, a, d)
         self.nn[lab][a], self.nnd[lab][a] = j, dj
         nn, nnd, stale = self.nn[lab], self.nnd[lab], self.stale[lab]

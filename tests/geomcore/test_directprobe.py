@@ -158,6 +158,18 @@ def test_one_label_only_is_one_cluster():
     assert one.n_clusters == 1 and one.n_merges == 0
 
 
+def test_a_label_with_a_single_point():
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(21, 3))
+    y = np.array([0] * 10 + [1] * 10 + [2])
+    probe = directprobe(X, y)
+    assert np.all(probe.cluster_of >= 0)
+    assert sorted(np.concatenate(probe.members).tolist()) == list(range(21))
+    assert probe.members[probe.cluster_of[20]].tolist() == [20]
+    ref_of, ref_lab = reference_directprobe(X, y)
+    _same_partition(probe, ref_of, ref_lab)
+
+
 def test_deterministic_and_same_with_or_without_search_back():
     rng = np.random.default_rng(5)
     X = np.round(rng.normal(size=(30, 2)), 1)  # coarse grid: many exact distance ties

@@ -51,7 +51,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Any, Hashable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -67,12 +67,20 @@ def lp_decide(
         ia = np.arange(min(A.shape[0], add))
     if ib.size == 0:
         ib = np.arange(min(B.shape[0], add))
+    full = False
     for r in range(1, max_rounds + 1):
         res = _solve(A[ia], B[ib])
         if res.status == 2:  # infeasible: the subsets' hulls intersect
             return LPDecision(False, None, r)
         if res.status != 0:
-            raise RuntimeError(f"HiGHS failed on the separability LP: status {res.status}: {res.message}")
+            if full:
+                raise RuntimeError(
+                    f"HiGHS failed on the separability LP of all {A.shape[0]} + {B.shape[0]} "
+                    f"points: status {res.status}: {res.message}"
+                )
+            # Numerical trouble on a subset: decide on all points instead.
+            ia, ib, full = np.arange(A.shape[0]), np.arange(B.shape[0]), True
+            continue
         w, c = res.x[:-1], res.x[-1]
         sa = A @ w - c
         sb = B @ w - c
@@ -85,7 +93,13 @@ def lp_decide(
         new_a = most_violating(sa, ma, add, below=1.0 - 1e-9)
         new_b = most_violating(sb, mb, add, above=-1.0 + 1e-9)
         if new_a.size == 0 and new_b.size == 0:
-            raise RuntimeError("HiGHS cutting-plane loop made no progress")
+            if full:
+                raise RuntimeError(
+                    "HiGHS returned a hyperplane that does not separate the points it was "
+                    "given (tolerance trouble on a nearly touching pair)"
+                )
+            ia, ib, full = np.arange(A.shape[0]), np.arange(B.shape[0]), True
+            continue
         ia = np.union1d(ia, new_a)
         ib = np.union1d(ib, new_b)
     raise RuntimeError(f"HiGHS cutting-plane loop did not finish in {max_rounds} rounds")

@@ -143,14 +143,28 @@ def _lp_separate(A: np.ndarray, B: np.ndarray) -> np.ndarray | None:
         ]
     )
     b_ub = -np.ones(A_ub.shape[0])
-    res = linprog(
-        np.zeros(d + 1), A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * (d + 1), method="highs"
+    messages = []
+    # Dual simplex first; HiGHS's interior point method as a second opinion
+    # when the simplex ends in an unknown state (thin or degenerate pairs).
+    for method in ("highs-ds", "highs-ipm"):
+        res = linprog(
+            np.zeros(d + 1), A_ub=A_ub, b_ub=b_ub, bounds=[(None, None)] * (d + 1), method=method
+        )
+        if res.status == 0:
+            w = res.x[:d] / s
+            # Keep only a verified separation; otherwise ask the next method.
+            if float(np.min(A @ w)) > float(np.max(B @ w)):
+                return w
+            messages.append(f"{method}: feasible but not verified in float64")
+            continue
+        if res.status == 2:
+            return None
+        messages.append(f"{method}: {res.message}")
+    raise RuntimeError(
+        f"HiGHS could not decide a pair of {A.shape[0]} and {B.shape[0]} points ("
+        + "; ".join(messages)
+        + ")."
     )
-    if res.status == 0:
-        return res.x[:d] / s
-    if res.status == 2:
-        return None
-    raise RuntimeError(f"HiGHS could not decide a pair ({res.message}).")
 
 
 def lp_decider() -> Decider:

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         return 2
     head = ("workload", "kind", "pairs", "geomcore s", "SVC s", "ratio SVC", "LinearSVC s",
             "HiGHS s/pair", "ratio HiGHS/pair", "max rel err", "SVC max rel err",
-            "disagree (geo/SVC)", "escalations")
+            "disagree (geo/SVC)", "escalations", "pairs with truth")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows(paths):
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
             _fmt(r.get("ratio_highs_per_pair"), ".0f"), _fmt(r.get("max_rel_err"), ".1e"),
             _fmt(r.get("svc_max_rel_err"), ".1e"),
             f"{_fmt(r.get('disagree_highs'))}/{_fmt(r.get('svc_disagree_highs'))}",
-            _fmt(r.get("escalations")),
+            _fmt(r.get("escalations")), _fmt(r.get("truth_pairs")),
         ]) + " |")
     return 0
 

@@ -78,7 +78,7 @@ class _SetStats:
     radius: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pair:
     i: int
     j: int
@@ -94,7 +94,24 @@ class _Pair:
     status: int = -1
     cert: object = None
     stalls: int = 0
+    lp_checked: bool = False
+    lp_separable: bool = False
     lp_w: np.ndarray | None = field(default=None)
+
+
+def _shared_point(rows: dict, sets, i: int, j: int):
+    """Indices (in A, in B) of a point present in both sets, or None.
+
+    Rows are compared exactly (their float64 bytes), via one sort per pair.
+    """
+    for s in (i, j):
+        if s not in rows:
+            X = np.ascontiguousarray(sets[s])
+            rows[s] = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+    common, ka, kb = np.intersect1d(rows[i], rows[j], assume_unique=False, return_indices=True)
+    if common.size == 0:
+        return None
+    return int(ka[0]), int(kb[0])
 
 
 def _stats(X: np.ndarray) -> _SetStats:
@@ -283,6 +300,7 @@ def solve_pairs(
     max_rounds: int = 40,
     round_iter: int = 500,
     working_set: int = 64,
+    lp_after: int = 4000,
     dtype=np.float32,
     sharding=None,
     progress: bool = False,
@@ -303,6 +321,11 @@ def solve_pairs(
         may overrun it by up to ``round_iter``); max_rounds: working-set rounds
         per pair. Pairs over budget are decided by HiGHS (Status.EXACT_LP).
       round_iter: iterations per round before the working set is re-verified.
+      lp_after: a pair not yet certified separable after this many iterations
+        is decided by HiGHS (counted in ``n_escalated``); in "distance" mode a
+        separable one then goes on iterating to refine its distance. Nearly
+        touching or thinly overlapping hulls are where first-order iterations
+        slow down, and where the LP is decisive.
       working_set: initial points per side.
       dtype: np.float32 (default) or np.float64 for the iterations
         (certificates are always float64).
@@ -318,6 +341,7 @@ def solve_pairs(
     m = pairs.shape[0]
     d = sets[0].shape[1] if len(sets) else 0
     stats: dict[int, _SetStats] = {}
+    rows: dict[int, np.ndarray] = {}
     work: list[_Pair] = []
     for i, j in pairs:
         for s in (i, j):
@@ -331,8 +355,14 @@ def solve_pairs(
         if not np.any(direction):
             direction = np.zeros(d)
             direction[0] = 1.0
-        ia = _initial_working_set(sets[i], direction, working_set, lowest=True)
-        ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
+        shared = _shared_point(rows, sets, int(i), int(j))
+        if shared is not None:
+            # An identical point in both sets: u = v, an exact overlap
+            # certificate that first-order iterations only approach as O(1/k).
+            ia, ib = np.array([shared[0]]), np.array([shared[1]])
+        else:
+            ia = _initial_working_set(sets[i], direction, working_set, lowest=True)
+            ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
         p = _Pair(int(i), int(j), center, radius if radius > 0 else 1.0, ia, ib,
                   np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype)
         work.append(p)
@@ -353,11 +383,23 @@ def solve_pairs(
         bar = tqdm(total=m, desc="hull pairs", unit="pair", initial=m - len(active))
 
     while active and not (any_only and found_overlap):
-        escalate = [p for p in active if p.iterations >= max_iter or p.rounds >= max_rounds]
-        runnable = [p for p in active if p not in escalate]
-        for p in escalate:
+        over = {id(p) for p in active if p.iterations >= max_iter or p.rounds >= max_rounds}
+        due = [p for p in active if not p.lp_checked
+               and (id(p) in over or (p.iterations >= lp_after and p.cert.lower <= 0))]
+        finished = set()
+        for p in due:
             _escalate(sets, p, decide)
             n_escalated += 1
+            found_overlap |= not p.lp_separable
+            if decide or not p.lp_separable:
+                finished.add(id(p))
+        finished |= over  # out of budget: decided by the LP, bounds as they are
+        if finished and bar is not None:
+            bar.update(len(finished))
+        active = [p for p in active if id(p) not in finished]
+        runnable = active
+        if not active or (any_only and found_overlap):
+            break
         # Bucket by (dtype, K); chunk by memory.
         groups: dict[tuple, list[_Pair]] = {}
         for p in runnable:
@@ -406,6 +448,7 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
     ia = np.union1d(p.ia, support_a)
     ib = np.union1d(p.ib, support_b)
     res = lp_decide(As, Bs, ia, ib)
+    p.lp_checked = True
     log.info("pair (%d, %d) escalated to HiGHS after %d iterations: %s",
              p.i, p.j, p.iterations, "separable" if res.separable else "overlap")
     p.status = Status.EXACT_LP

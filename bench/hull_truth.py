@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linprog
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from ground_truth import qp_distance  # noqa: E402
+from ground_truth import highs_status, qp_distance  # noqa: E402
 
 
 def default_cache() -> Path:
@@ -55,16 +54,8 @@ def load_set(cache: Path, name: str):
 
 
 def highs_full(A: np.ndarray, B: np.ndarray) -> int:
-    """HiGHS status on the full LP (centred and scaled data): 0 separable, 2 overlap."""
-    c0 = np.vstack([A, B]).mean(axis=0)
-    s = np.abs(np.vstack([A, B]) - c0).max()
-    A = (A - c0) / s
-    B = (B - c0) / s
-    d = A.shape[1]
-    A_ub = np.vstack([np.hstack([-A, np.ones((len(A), 1))]), np.hstack([B, -np.ones((len(B), 1))])])
-    res = linprog(np.zeros(d + 1), A_ub=A_ub, b_ub=-np.ones(len(A) + len(B)),
-                  bounds=[(None, None)] * (d + 1), method="highs")
-    return int(res.status)
+    """HiGHS status on the full LP (centred, scaled data): 0 separable, 2 overlap, else failure."""
+    return highs_status(A, B)
 
 
 def truth_path(cache: Path, name: str) -> Path:

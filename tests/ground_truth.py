@@ -10,27 +10,34 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-__all__ = ["lp_separable", "qp_distance", "simplices_at_gap", "point_box_distance"]
+__all__ = ["highs_status", "lp_separable", "qp_distance", "simplices_at_gap", "point_box_distance"]
 
 
-def lp_separable(A: np.ndarray, B: np.ndarray) -> bool:
-    """Strict separability by HiGHS: find (w, c) with A w - c >= 1, B w - c <= -1.
-
-    Data are centred and scaled first so the LP tolerances are relative.
-    """
+def _normalise(A, B):
+    """Centre on the union's mean and scale into [-1, 1] (the oracles' tolerances are absolute)."""
     A = np.asarray(A, float)
     B = np.asarray(B, float)
     c0 = np.vstack([A, B]).mean(axis=0)
     s = max(np.abs(np.vstack([A, B]) - c0).max(), 1e-300)
-    A = (A - c0) / s
-    B = (B - c0) / s
+    return (A - c0) / s, (B - c0) / s, s
+
+
+def highs_status(A: np.ndarray, B: np.ndarray) -> int:
+    """HiGHS status of the feasibility LP  A w - c >= 1, B w - c <= -1  (0 separable, 2 overlap)."""
+    A, B, _ = _normalise(A, B)
     d = A.shape[1]
     A_ub = np.vstack([np.hstack([-A, np.ones((len(A), 1))]), np.hstack([B, -np.ones((len(B), 1))])])
     res = linprog(np.zeros(d + 1), A_ub=A_ub, b_ub=-np.ones(len(A) + len(B)),
                   bounds=[(None, None)] * (d + 1), method="highs")
-    if res.status not in (0, 2):
-        raise RuntimeError(f"HiGHS status {res.status}: {res.message}")
-    return res.status == 0
+    return int(res.status)
+
+
+def lp_separable(A: np.ndarray, B: np.ndarray) -> bool:
+    """Strict separability by HiGHS (raises if HiGHS cannot decide)."""
+    status = highs_status(A, B)
+    if status not in (0, 2):
+        raise RuntimeError(f"HiGHS status {status}")
+    return status == 0
 
 
 def qp_distance(A: np.ndarray, B: np.ndarray) -> float:
@@ -42,12 +49,7 @@ def qp_distance(A: np.ndarray, B: np.ndarray) -> float:
     """
     import clarabel
 
-    A = np.asarray(A, float)
-    B = np.asarray(B, float)
-    c0 = np.vstack([A, B]).mean(axis=0)
-    s = max(np.abs(np.vstack([A, B]) - c0).max(), 1e-300)
-    A = (A - c0) / s
-    B = (B - c0) / s
+    A, B, s = _normalise(A, B)
     na, nb, d = A.shape[0], B.shape[0], A.shape[1]
     n = na + nb + d
     P = sp.block_diag([sp.csc_matrix((na + nb, na + nb)), sp.eye(d)], format="csc")

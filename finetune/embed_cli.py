@@ -11,12 +11,12 @@ place with os.replace, so an interrupted run never leaves a half-written file.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from geomcore.io import atomic_open
 
 __all__ = ["register", "run", "labels_path_for", "save_npy_atomic", "write_text_atomic"]
 
@@ -29,25 +29,11 @@ def labels_path_for(out: Path) -> Path:
 
 
 def _atomic(path: Path, write) -> None:
+    """Write bytes through geomcore's temp-file-and-rename writer, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from geomcore.io import atomic_open
+
 from finetune.config import TrainConfig, default_epochs
 from finetune.embed import encode, model_max_length
 from finetune.heads import TaskHead, TaskModel
@@ -210,17 +212,8 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def _atomic_write_bytes_fn(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        write(fh)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

@@ -125,6 +125,50 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study_parser(subparsers: argparse._SubParsersAction) -> None:
+    from finetune.models import DEFAULT_MODEL
+    from finetune.study import ALL_TASKS, PRESETS
+
+    p = subparsers.add_parser(
+        "study",
+        help="the 2022 paper's experiments end to end -> OUT/report.md (resumable)",
+        description=(
+            "Fine-tune the model on each task (streaming per-layer geometry), probe it before and "
+            "after with DirectProbe and MLP probes, probe PS-fxn with models tuned on other tasks, "
+            "and write OUT/report.md, OUT/results.json, OUT/tables/*.csv, OUT/figures/*.png. "
+            "Running again on the same OUT resumes at the first unfinished unit of work. "
+            "Presets: smoke (minutes; tiny slices), quick (default; ~1 hour on 2 CPU cores), "
+            "paper (the paper's full schedule; for a GPU)."
+        ),
+    )
+    p.add_argument("--out", required=True, type=Path, help="study directory (created if missing)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"installed model package, local folder or cached HF name (default: {DEFAULT_MODEL})")
+    p.add_argument("--tasks", default=",".join(ALL_TASKS),
+                   help=f"comma-separated tasks (default: {','.join(ALL_TASKS)})")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                   help="how much of the paper's schedule to run (default: quick)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="corpus root (default: $FINETUNE_DATA_DIR)")
+    p.add_argument("--seed", type=int, default=0, help="seed of fine-tuning and probes (default 0)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_run_study)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from finetune.study import run_study
+    from finetune.tasks import resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    report = run_study(
+        args.out, model=args.model, tasks=args.tasks, preset=args.preset, data_dir=data_dir,
+        device=args.device, progress=not args.no_progress, seed=args.seed,
+    )
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune",
@@ -134,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_train_parser(subparsers)
+    _add_study_parser(subparsers)
     from finetune import embed_cli
 
     embed_cli.register(subparsers)

@@ -1,0 +1,498 @@
+"""The 2022 paper's study end to end: fine-tune, probe, compare; resumable.
+
+``finetune study --model M --tasks pos,dep,ps-role,ps-fxn,trec50 --out DIR``
+runs, for each task, the units of work below and then
+``finetune.report.build_report(DIR)`` (tables, figures, report.md).
+
+Study directory::
+
+    DIR/study.json         the plan (model, preset, tasks, preset parameters, date,
+                           machine); a rerun with another plan is refused
+    DIR/runs/<task>/       a finetune.train run (geometry.jsonl, metrics.jsonl,
+                           results.json, model/): fine-tuning on <task> with the
+                           per-layer geometry of both splits streamed at step 0,
+                           every K steps and after the last step
+    DIR/units/<name>.json  one finished unit each (written atomically; a unit
+                           whose file exists is never recomputed)
+    DIR/results.json, DIR/tables/*.csv, DIR/figures/*.png, DIR/report.md
+
+Units (accuracies are fractions in [0, 1]; ``seconds`` is the unit's wall time):
+
+- ``finetune_<task>``: the fine-tuning run's summary (head accuracy, steps,
+  probed steps, throughput, streaming overhead).
+- ``mlp_<task>_<stage>`` (stage ``before`` = the untuned model, ``after`` =
+  fine-tuned on <task>): the paper's MLP probe (``geomcore.mlp_probe``) on the
+  last layer, trained on the training split and scored on the test split.
+- ``clusters_<task>_<stage>``: DirectProbe's number of clusters of the training
+  split at every layer (the first ``directprobe_max_points`` examples).
+- ``cross_<source>`` (target PS-fxn; source ``untuned``, ``ps-fxn``,
+  ``ps-role`` or ``pos``): PS-fxn embedded by the source's model, last layer:
+  per-label minimum distance to the other labels (training split) and the MLP
+  probe's accuracy, without further fine-tuning.
+
+Order: task by task (untuned probes, fine-tuning, tuned probes), then the
+cross-task units, then the report; so the first results appear early and an
+interrupted study restarts at the first unit without a file. The fine-tuning
+run itself resumes from its own checkpoint (``save_every``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import gc
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from geomcore.io import write_json
+
+__all__ = ["Preset", "PRESETS", "StudyPlan", "run_study", "unit_names", "CROSS_TARGET", "CROSS_SOURCES"]
+
+logger = logging.getLogger(__name__)
+
+ALL_TASKS = ("pos", "dep", "ps-role", "ps-fxn", "trec50")
+CROSS_TARGET = "ps-fxn"
+# Table 5 of the paper: PS-fxn probed with models fine-tuned on other tasks,
+# next to the untuned model and the model fine-tuned on PS-fxn itself.
+CROSS_SOURCES = ("untuned", "ps-fxn", "ps-role", "pos")
+STAGES = ("before", "after")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much of the paper's schedule a study runs.
+
+    Attributes:
+      name: preset name.
+      max_train_examples / max_test_examples: per task, keep only the first N
+        examples of the split (corpus order; None = all). A task absent from the
+        mapping uses all examples.
+      epochs: fine-tuning epochs (None = the paper's: 10 for small, 3 for
+        base-size models).
+      n_probes: probed steps after step 0 (K = ceil(total steps / n_probes)).
+      batch_size: sentences per optimizer step (the paper: 32).
+      mlp_hidden_sizes / mlp_alphas / mlp_seeds / mlp_max_iter: the MLP probe
+        grid (the paper: {32, 64, 128, 256}^2, a log-spaced L2 range, 5 seeds,
+        1000 iterations).
+      directprobe_max_points: DirectProbe clusters the first N training
+        examples of each layer (None = all).
+    """
+
+    name: str
+    max_train_examples: dict[str, int | None] = field(default_factory=dict)
+    max_test_examples: dict[str, int | None] = field(default_factory=dict)
+    epochs: int | None = None
+    n_probes: int = 4
+    batch_size: int = 32
+    mlp_hidden_sizes: tuple[int, ...] = (32, 64, 128, 256)
+    mlp_alphas: tuple[float, ...] = tuple(float(a) for a in np.logspace(-5, -1, 5))
+    mlp_seeds: int = 5
+    mlp_max_iter: int = 1000
+    directprobe_max_points: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# smoke: every code path on tiny slices, minutes on 2 CPU cores with the default
+# model (seconds with the tests' tiny model).
+SMOKE = Preset(
+    name="smoke",
+    max_train_examples={"pos": 120, "dep": 120, "ps-role": 48, "ps-fxn": 48, "trec50": 48},
+    max_test_examples={t: 32 for t in ALL_TASKS},
+    epochs=2,
+    n_probes=2,
+    batch_size=8,
+    mlp_hidden_sizes=(32,),
+    mlp_alphas=(1e-4, 1e-2),
+    mlp_seeds=2,
+    mlp_max_iter=30,
+    directprobe_max_points=64,
+)
+
+# quick: the default model on all five tasks, scaled so that 2 CPU cores finish
+# the whole study in about an hour. The test splits are kept whole where they
+# are small (PS-role/PS-fxn 457, TREC 500); the training splits are cut to a
+# few hundred sentences; the MLP grid keeps the paper's sizes at their extremes
+# and three L2 weights; DirectProbe runs on the first 600 training examples.
+QUICK = Preset(
+    name="quick",
+    max_train_examples={"pos": 2000, "dep": 2000, "ps-role": None, "ps-fxn": None, "trec50": 1000},
+    max_test_examples={"pos": 1000, "dep": 1000, "ps-role": None, "ps-fxn": None, "trec50": None},
+    epochs=3,
+    n_probes=3,
+    batch_size=32,
+    mlp_hidden_sizes=(64, 256),
+    mlp_alphas=(1e-4, 1e-3, 1e-2),
+    mlp_seeds=3,
+    mlp_max_iter=200,
+    directprobe_max_points=600,
+)
+
+# paper: the paper's schedule and grid on the full splits (for a GPU).
+PAPER = Preset(name="paper", n_probes=10)
+
+PRESETS = {p.name: p for p in (SMOKE, QUICK, PAPER)}
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything that decides what a study computes (stored in study.json)."""
+
+    model: str
+    tasks: tuple[str, ...]
+    preset: Preset
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "tasks": list(self.tasks),
+            "preset": self.preset.name,
+            "preset_params": self.preset.to_json(),
+            "seed": self.seed,
+        }
+
+
+def parse_tasks(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"pos,dep"`` -> ("pos", "dep"), checked against the known tasks."""
+    names = [t.strip() for t in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [t for t in names if t]
+    if not names:
+        raise ValueError("--tasks is empty; give a comma-separated list, e.g. pos,ps-role.")
+    bad = [t for t in names if t not in ALL_TASKS]
+    if bad:
+        raise ValueError(f"unknown task(s) {', '.join(bad)}; known: {', '.join(ALL_TASKS)}.")
+    dup = sorted({t for t in names if names.count(t) > 1})
+    if dup:
+        raise ValueError(f"task(s) listed twice in --tasks: {', '.join(dup)}.")
+    return tuple(names)
+
+
+def unit_names(tasks: tuple[str, ...]) -> list[str]:
+    """Every unit of a study over ``tasks``, in execution order."""
+    names: list[str] = []
+    for t in tasks:
+        names += [f"mlp_{t}_before", f"clusters_{t}_before", f"finetune_{t}",
+                  f"mlp_{t}_after", f"clusters_{t}_after"]
+    names += [f"cross_{s}" for s in cross_sources(tasks)]
+    return names
+
+
+def cross_sources(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The cross-task sources a study over ``tasks`` can compute (Table 5)."""
+    if CROSS_TARGET not in tasks:
+        return ()
+    return tuple(s for s in CROSS_SOURCES if s == "untuned" or s in tasks)
+
+
+def _machine() -> dict[str, Any]:
+    import jax
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "jax": jax.__version__,
+    }
+
+
+def _check_plan(out: Path, plan: StudyPlan) -> None:
+    """Write study.json, or refuse when the directory holds another plan."""
+    path = out / "study.json"
+    mine = plan.to_json()
+    if path.exists():
+        stored = json.loads(path.read_text())
+        diff = [
+            f"{k}: directory has {stored.get(k)!r}, this run has {mine[k]!r}"
+            for k in mine
+            if json.loads(json.dumps(stored.get(k))) != json.loads(json.dumps(mine[k]))
+        ]
+        if diff:
+            raise ValueError(
+                f"{out} holds a study with another plan; use another --out or the same "
+                "settings. Differences: " + "; ".join(diff)
+            )
+        return
+    record = dict(mine)
+    record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record["machine"] = _machine()
+    write_json(path, record)
+
+
+class _Units:
+    """The unit files of a study directory."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / "units"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def done(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def load(self, name: str) -> dict[str, Any]:
+        return json.loads(self.path(name).read_text())
+
+    def run(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if self.done(name):
+            logger.info("unit %s: done earlier, skipped", name)
+            return self.load(name)
+        t0 = time.perf_counter()
+        rec = compute()
+        rec["seconds"] = time.perf_counter() - t0
+        write_json(self.path(name), rec)
+        logger.info("unit %s: %.1f s", name, rec["seconds"])
+        return rec
+
+
+def _mlp_record(res: Any) -> dict[str, Any]:
+    return {
+        "mean": float(res.mean),
+        "std": float(res.std),
+        "accuracies": [float(a) for a in np.asarray(res.accuracies)],
+        "config": {"hidden": [int(h) for h in res.config.hidden_sizes], "alpha": float(res.config.alpha)},
+    }
+
+
+class _Embeddings:
+    """Per-layer vectors of a task's splits under one model, computed once.
+
+    Holds numpy float32 copies (the model may be freed afterwards); the
+    training split's layers are kept only when DirectProbe needs them.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, train: Any, test: Any, *, batch_size: int,
+                 progress: bool, device: str, all_layers: bool) -> None:
+        from finetune.embed import embed_layers
+
+        n = int(model.config.num_hidden_layers)
+        self.last = n
+        tr = embed_layers(model, tokenizer, train, batch_size=batch_size, device=device,
+                          progress=progress, layers=None if all_layers else [n])
+        te = embed_layers(model, tokenizer, test, batch_size=batch_size, device=device,
+                          progress=progress, layers=[n])
+        self.train_layers = [t.numpy().copy() for t in tr]
+        self.train_last = self.train_layers[-1]
+        self.test_last = te[-1].numpy().copy()
+
+
+class StudyRunner:
+    """Runs a :class:`StudyPlan` in ``out``; see the module docstring."""
+
+    def __init__(self, plan: StudyPlan, out: str | os.PathLike, *, data_dir: Any = None,
+                 device: str = "cpu", progress: bool = True) -> None:
+        self.plan = plan
+        self.out = Path(out)
+        self.data_dir = data_dir
+        self.device = device
+        self.progress = progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        _check_plan(self.out, plan)
+        self.units = _Units(self.out)
+        self._base: tuple[Any, Any] | None = None
+        self._data: dict[str, tuple[Any, Any]] = {}
+
+    # ------------------------------------------------------------------ inputs
+    def data(self, task: str) -> tuple[Any, Any]:
+        """The (train, test) TaskData of ``task``, sliced as the preset says."""
+        if task not in self._data:
+            from finetune.tasks import load_task
+            from finetune.train import slice_task
+
+            p = self.plan.preset
+            train = slice_task(load_task(task, "train", self.data_dir), p.max_train_examples.get(task))
+            test = slice_task(load_task(task, "test", self.data_dir), p.max_test_examples.get(task))
+            self._data[task] = (train, test)
+        return self._data[task]
+
+    def base_model(self) -> tuple[Any, Any]:
+        if self._base is None:
+            from finetune.models import load_encoder
+
+            self._base = load_encoder(self.plan.model)
+        return self._base
+
+    def tuned_model(self, task: str) -> tuple[Any, Any]:
+        from finetune.models import load_encoder
+
+        path = self.out / "runs" / task / "model"
+        if not (path / "head.json").exists():
+            raise FileNotFoundError(
+                f"{path} holds no fine-tuned model; the unit finetune_{task} must finish first."
+            )
+        return load_encoder(path)
+
+    def embeddings(self, model: tuple[Any, Any], task: str, *, all_layers: bool) -> _Embeddings:
+        train, test = self.data(task)
+        return _Embeddings(model[0], model[1], train, test, batch_size=self.plan.preset.batch_size,
+                           progress=self.progress, device=self.device, all_layers=all_layers)
+
+    # ------------------------------------------------------------------ units
+    def _mlp(self, task: str, stage: str, emb: _Embeddings) -> dict[str, Any]:
+        import geomcore
+
+        train, test = self.data(task)
+        p = self.plan.preset
+        res = geomcore.mlp_probe(
+            emb.train_last, np.asarray(train.labels), emb.test_last, np.asarray(test.labels),
+            hidden_sizes=p.mlp_hidden_sizes, alphas=p.mlp_alphas, n_seeds=p.mlp_seeds,
+            max_iter=p.mlp_max_iter, seed=self.plan.seed, progress=self.progress,
+        )
+        rec = {"unit": "mlp", "task": task, "stage": stage, "layer": emb.last,
+               "n_train": int(train.n_examples), "n_test": int(test.n_examples)}
+        rec.update(_mlp_record(res))
+        return rec
+
+    def _clusters(self, task: str, stage: str, emb: _Embeddings) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        import geomcore
+
+        train, _ = self.data(task)
+        cap = self.plan.preset.directprobe_max_points
+        y = np.asarray(train.labels)[:cap]
+        counts, secs = [], []
+        for layer, X in enumerate(tqdm(emb.train_layers, desc=f"DirectProbe {task} {stage}",
+                                       disable=not self.progress, leave=False)):
+            t0 = time.perf_counter()
+            probe = geomcore.directprobe(X[:cap], y)
+            counts.append(int(probe.n_clusters))
+            secs.append(time.perf_counter() - t0)
+        return {"unit": "clusters", "task": task, "stage": stage,
+                "n_labels": int(np.unique(y).size), "n_points": int(y.size),
+                "layers": list(range(len(counts))), "n_clusters": counts, "seconds_per_layer": secs}
+
+    def _finetune(self, task: str) -> dict[str, Any]:
+        from finetune.config import TrainConfig
+        from finetune.train import train as train_run
+
+        p = self.plan.preset
+        train, _ = self.data(task)
+        base = self.base_model()[0].config
+        from finetune.config import default_epochs
+
+        epochs = p.epochs or default_epochs(base.num_hidden_layers, base.hidden_size)
+        n_sent = int(np.unique(np.asarray(train.targets)[:, 0]).size)
+        total = epochs * math.ceil(n_sent / p.batch_size)
+        probe_every = max(1, math.ceil(total / p.n_probes))
+        config = TrainConfig(
+            task=task, out_dir=self.out / "runs" / task, model=self.plan.model,
+            data_dir=self.data_dir, epochs=epochs, batch_size=p.batch_size, seed=self.plan.seed,
+            probe_every=probe_every, save_every=probe_every,
+            max_train_examples=p.max_train_examples.get(task),
+            max_test_examples=p.max_test_examples.get(task),
+            device=self.device, progress=self.progress,
+        )
+        res = train_run(config)
+        if not res.completed or not (config.out_dir / "model" / "head.json").exists():
+            raise RuntimeError(
+                f"fine-tuning {task} stopped at step {res.step} of {res.total_steps} "
+                f"without writing {config.out_dir / 'model'}."
+            )
+        steps = sorted({json.loads(line)["step"]
+                        for line in (config.out_dir / "metrics.jsonl").read_text().splitlines()
+                        if line.strip()})
+        return {
+            "unit": "finetune", "task": task, "model": self.plan.model,
+            "total_steps": int(res.total_steps), "steps_run": int(res.step), "epochs": int(res.epochs),
+            "probe_every": probe_every, "probe_steps": steps,
+            "n_train_examples": int(train.n_examples), "n_test_examples": int(self.data(task)[1].n_examples),
+            "head_test_accuracy": res.test_accuracy, "head_train_accuracy": res.train_accuracy,
+            "train_sentences_per_second": float(res.train_sentences_per_second),
+            "probe_fraction": float(res.probe_fraction), "run_dir": f"runs/{task}",
+        }
+
+    def _cross(self, source: str, emb: _Embeddings) -> dict[str, Any]:
+        import geomcore
+
+        train, test = self.data(CROSS_TARGET)
+        y = np.asarray(train.labels)
+        ld = geomcore.label_distances(emb.train_last, y)
+        names = [str(v) for v in np.asarray(ld.labels).tolist()]
+        md = [None if not np.isfinite(v) else float(v) for v in np.asarray(ld.min_distance)]
+        p = self.plan.preset
+        res = geomcore.mlp_probe(
+            emb.train_last, y, emb.test_last, np.asarray(test.labels),
+            hidden_sizes=p.mlp_hidden_sizes, alphas=p.mlp_alphas, n_seeds=p.mlp_seeds,
+            max_iter=p.mlp_max_iter, seed=self.plan.seed, progress=self.progress,
+        )
+        return {"unit": "cross", "source": source, "target": CROSS_TARGET, "layer": emb.last,
+                "labels": names, "min_distance": md, "mlp": _mlp_record(res)}
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        tasks = self.plan.tasks
+        todo = [u for u in unit_names(tasks) if not self.units.done(u)]
+        bar = tqdm(total=len(unit_names(tasks)), initial=len(unit_names(tasks)) - len(todo),
+                   desc="study", unit="unit", disable=not self.progress)
+        for task in tasks:
+            if any(not self.units.done(f"{k}_{task}_before") for k in ("mlp", "clusters")):
+                emb = self.embeddings(self.base_model(), task, all_layers=True)
+                self.units.run(f"mlp_{task}_before", lambda: self._mlp(task, "before", emb))
+                bar.update(1)
+                self.units.run(f"clusters_{task}_before", lambda: self._clusters(task, "before", emb))
+                bar.update(1)
+                del emb
+            self.units.run(f"finetune_{task}", lambda: self._finetune(task))
+            bar.update(1)
+            if any(not self.units.done(f"{k}_{task}_after") for k in ("mlp", "clusters")):
+                model = self.tuned_model(task)
+                emb = self.embeddings(model, task, all_layers=True)
+                del model
+                self.units.run(f"mlp_{task}_after", lambda: self._mlp(task, "after", emb))
+                bar.update(1)
+                self.units.run(f"clusters_{task}_after", lambda: self._clusters(task, "after", emb))
+                bar.update(1)
+                del emb
+            gc.collect()
+        for source in cross_sources(tasks):
+            name = f"cross_{source}"
+            if not self.units.done(name):
+                model = self.base_model() if source == "untuned" else self.tuned_model(source)
+                emb = self.embeddings(model, CROSS_TARGET, all_layers=False)
+                del model
+                self.units.run(name, lambda: self._cross(source, emb))
+                del emb
+                gc.collect()
+            bar.update(1)
+        bar.close()
+        from finetune.report import build_report
+
+        return build_report(self.out)
+
+
+def run_study(
+    out: str | os.PathLike,
+    *,
+    model: str,
+    tasks: str | tuple[str, ...] = ALL_TASKS,
+    preset: str | Preset = "quick",
+    data_dir: Any = None,
+    device: str = "cpu",
+    progress: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Run (or resume) a study in ``out``; returns the path of report.md."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+        preset = PRESETS[preset]
+    plan = StudyPlan(model=model, tasks=parse_tasks(tasks), preset=preset, seed=seed)
+    return StudyRunner(plan, out, data_dir=data_dir, device=device, progress=progress).run()

@@ -74,7 +74,7 @@ def test_every_unit_is_written_with_sane_numbers(study):
         if u["unit"] == "clusters":
             # tiny model: embedding layer + 2 layers
             assert u["layers"] == [0, 1, 2]
-            assert u["n_points"] == smoke.directprobe_max_points
+            assert u["n_points"] == min(smoke.directprobe_max_points, smoke.max_train_examples[u["task"]])
             # DirectProbe never has fewer clusters than labels, nor more than points.
             assert all(u["n_labels"] <= c <= u["n_points"] for c in u["n_clusters"])
         if u["unit"] == "finetune":

@@ -689,7 +689,7 @@ def build_report(study_dir: str | Path) -> Path:
             ax.set_ylim(-half * 1.05, half * 1.05)
             ax.set_title(f"L{layer}", fontsize=8)
             ax.tick_params(labelsize=6)
-        fig.suptitle(f"{_title(t)}: centroid displacement (after - before), one scale")
+        fig.suptitle(f"{_title(t)}: centroid displacement (after - before), 2-D PCA per layer, one scale", y=1.06)
         _savefig(fig, d / "figures" / f"fig5_displacement_{t}.png")
         fig5[t] = {"mean_displacement_per_layer": norms, "half_width": half}
         grow = all(norms[k] <= norms[k + 1] for k in range(len(norms) - 1))

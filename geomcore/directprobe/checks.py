@@ -203,6 +203,7 @@ class Counters:
     engine_pairs: int = 0
     escalated: int = 0
     inherited_blocks: int = 0
+    rooted: int = 0
 
 
 class Certifier:
@@ -221,6 +222,37 @@ class Certifier:
         self.by_id: dict[int, set] = {}
         diam = np.ptp(forest.X, axis=0) if forest.X.shape[0] else np.zeros(1)
         self.scale = float(np.linalg.norm(diam)) or 1.0
+        # Certified root pairs (see ``set_roots``): none until the end state
+        # of the unchecked run has been decided.
+        self.root_of: np.ndarray | None = None
+        self.root_ok: np.ndarray | None = None
+
+    # -- root certificates -------------------------------------------------
+    def set_roots(self, roots: Sequence[int], separable: np.ndarray) -> None:
+        """Record disjoint clusters ``roots`` and which pairs of them are separable.
+
+        ``separable[i, j]`` True is a proof that conv(roots[i]) and
+        conv(roots[j]) are disjoint. Every later cluster lies inside one root,
+        and subsets of separable sets are separable, so any pair of clusters
+        inside a separable root pair needs no further check (no hyperplane
+        re-verification either: the subset relation is the proof).
+        """
+        root_of = np.full(self.f.X.shape[0], -1, dtype=np.int64)
+        for i, r in enumerate(roots):
+            root_of[self.f.members[r]] = i
+        self.root_of = root_of
+        self.root_ok = np.asarray(separable, dtype=bool)
+
+    def root_certified(self, u: int, others: Sequence[int]) -> np.ndarray:
+        """True where (u, other) lie inside a root pair known to be separable."""
+        if self.root_of is None or len(others) == 0:
+            return np.zeros(len(others), bool)
+        ru = self.root_of[self.f.rep(u)]
+        ro = self.root_of[np.fromiter((self.f.rep(k) for k in others), np.int64, len(others))]
+        ok = np.zeros(len(others), bool)
+        valid = (ro >= 0) & (ru >= 0)
+        ok[valid] = self.root_ok[ru, ro[valid]]
+        return ok
 
     # -- hyperplane cache ------------------------------------------------
     def _put(self, lo: int, hi: int, w: np.ndarray, mx: float, mn: float) -> None:
@@ -264,10 +296,51 @@ class Certifier:
         if len(others) == 0:
             return np.zeros(0, bool)
         C = np.stack([self.f.centroid[k] for k in others])
-        r = np.array([self.f.radius(k) for k in others])
+        r = np.fromiter((self.f.radius(k) for k in others), np.float64, len(others))
         dist = np.sqrt(np.sum((C - self.f.centroid[u]) ** 2, axis=1))
         reach = (r + self.f.radius(u)) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
         return dist > reach
+
+    def spheres_apart_grid(self, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
+        """(len(left), len(right)) True where the bounding spheres are disjoint.
+
+        Distances by the BLAS expansion ``|a|^2 + |b|^2 - 2 a.b`` in coordinates
+        centred on the data mean; a pair counts as apart only if it is apart
+        even after subtracting a bound on the expansion's rounding error
+        (``64 d eps (|a|^2 + |b|^2)``), so the answer stays a proof.
+        """
+        if len(left) == 0 or len(right) == 0:
+            return np.zeros((len(left), len(right)), bool)
+        mu = self._mean()
+        A = np.stack([self.f.centroid[k] for k in left]) - mu
+        B = np.stack([self.f.centroid[k] for k in right]) - mu
+        ra = np.fromiter((self.f.radius(k) for k in left), np.float64, len(left))
+        rb = np.fromiter((self.f.radius(k) for k in right), np.float64, len(right))
+        sa, sb = np.einsum("ij,ij->i", A, A), np.einsum("ij,ij->i", B, B)
+        d2 = sa[:, None] + sb[None, :] - 2.0 * (A @ B.T)
+        err = (64.0 * A.shape[1] * np.finfo(np.float64).eps) * (sa[:, None] + sb[None, :])
+        reach = (ra[:, None] + rb[None, :]) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
+        low = np.maximum(d2 - err, 0.0)
+        return low > reach * reach
+
+    def spheres_apart_pairs(self, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
+        """True where the bounding spheres of left[i] and right[i] are disjoint."""
+        m = len(left)
+        if m == 0:
+            return np.zeros(0, bool)
+        A = np.stack([self.f.centroid[k] for k in left])
+        B = np.stack([self.f.centroid[k] for k in right])
+        ra = np.fromiter((self.f.radius(k) for k in left), np.float64, m)
+        rb = np.fromiter((self.f.radius(k) for k in right), np.float64, m)
+        dist = np.sqrt(np.sum((A - B) ** 2, axis=1))
+        reach = (ra + rb) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
+        return dist > reach
+
+    def _mean(self) -> np.ndarray:
+        mu = getattr(self, "_mu", None)
+        if mu is None:
+            mu = self._mu = self.f.X.mean(axis=0)
+        return mu
 
     # -- engine ----------------------------------------------------------
     def _engine(self, left: Sequence[int], right: Sequence[int], any_only: bool) -> np.ndarray:
@@ -302,6 +375,11 @@ class Certifier:
         if not others:
             return False
         others = list(others)
+        rooted = self.root_certified(u, others)
+        self.c.rooted += int(rooted.sum())
+        others = [k for k, ok in zip(others, rooted) if not ok]
+        if not others:
+            return False
         apart = self.spheres_apart(u, others)
         self.c.sphere += int(apart.sum())
         left = []
@@ -323,15 +401,45 @@ class Certifier:
         ov = self._engine([u] * len(left), left, any_only=True)
         return bool(ov.any())
 
+    def grid_overlaps(self, left: Sequence[int], right: Sequence[int], skip=None) -> bool:
+        """Does any pair in left x right overlap? (early exit on the first overlap).
+
+        ``skip(p, q)``: pairs to leave out (known input overlaps). Pairs are
+        screened by bounding spheres (vectorized) and cached hyperplanes
+        before the remaining ones go to the decider in one call.
+        """
+        todo_l, todo_r = [], []
+        chunk = 1024
+        for lo in range(0, len(left), chunk):
+            part = left[lo : lo + chunk]
+            apart = self.spheres_apart_grid(part, right)
+            self.c.sphere += int(apart.sum())
+            for i, j in zip(*np.nonzero(~apart)):
+                p, q = part[i], right[j]
+                if skip is not None and skip(p, q):
+                    continue
+                if (p, q) in self.planes or (q, p) in self.planes:
+                    self.c.cached += 1
+                    continue
+                todo_l.append(p)
+                todo_r.append(q)
+        if not todo_l:
+            return False
+        # Nearest centroids first: the likeliest overlaps, for the early exit.
+        dist = [float(np.sum((self.f.centroid[p] - self.f.centroid[q]) ** 2)) for p, q in zip(todo_l, todo_r)]
+        order = sorted(range(len(todo_l)), key=lambda i: (dist[i], todo_l[i], todo_r[i]))
+        ov = self._engine([todo_l[i] for i in order], [todo_r[i] for i in order], any_only=True)
+        return bool(ov.any())
+
     def pairs_overlap(self, left: Sequence[int], right: Sequence[int], any_only: bool) -> np.ndarray:
         """Overlap flags of pairs (left[i], right[i]); with any_only, stop at the first."""
         m = len(left)
         out = np.zeros(m, bool)
         todo = []
-        for i, (p, q) in enumerate(zip(left, right)):
-            if self.spheres_apart(p, [q])[0]:
-                self.c.sphere += 1
-                continue
+        apart = self.spheres_apart_pairs(left, right)
+        self.c.sphere += int(apart.sum())
+        for i in np.flatnonzero(~apart):
+            p, q = left[i], right[i]
             if (p, q) in self.planes or (q, p) in self.planes:
                 self.c.cached += 1
                 continue

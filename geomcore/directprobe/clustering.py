@@ -143,8 +143,7 @@ class _Run:
         logger.debug("search back: checking the state after merge %d", t)
         for F, G in bad_roots:
             cs, ds = self.f.active_at(F, t), self.f.active_at(G, t)
-            left, right = self.cross_pairs(cs, ds)
-            if left and self.cert.pairs_overlap(left, right, any_only=True).any():
+            if self.cert.grid_overlaps(cs, ds, skip=self._conflict_pair):
                 return False
         return True
 
@@ -287,6 +286,13 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         ov = run.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
         bad = [(left[i], right[i]) for i in np.flatnonzero(ov)]
         logger.info("end state: %d of %d cluster pairs overlap", len(bad), len(left))
+        # Every later cluster lies inside one end cluster: the separable end
+        # pairs certify all pairs of their sub-clusters.
+        pos = {k: i for i, k in enumerate(end)}
+        sep = np.zeros((len(end), len(end)), bool)
+        for p, q, o in zip(left, right, ov):
+            sep[pos[p], pos[q]] = sep[pos[q], pos[p]] = not o
+        run.cert.set_roots(end, sep)
         if not bad:
             run.search_info = (T, -1)
             for lab, a, b, _ in seq:
@@ -339,6 +345,7 @@ def _build_probe(run, X, uniq, y, final, conflicts) -> Probe:
         n_escalated=c.escalated,
         unchecked_merges=T,
         first_error_step=first_error,
+        n_rooted=c.rooted,
     )
     return Probe(
         X=X,

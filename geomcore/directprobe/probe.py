@@ -30,6 +30,8 @@ class ProbeStats:
     n_escalated: pairs the engine sent to the exact HiGHS LP.
     unchecked_merges: length of the merge-to-the-end run (0 if not used).
     first_error_step: first merge of that run that created an overlap (-1: none).
+    n_rooted: pairs certified because they lie inside two end clusters of the
+      unchecked run that were decided separable.
     """
 
     n_checks: int
@@ -40,6 +42,7 @@ class ProbeStats:
     n_escalated: int
     unchecked_merges: int
     first_error_step: int
+    n_rooted: int = 0
 
 
 @dataclass(frozen=True, eq=False)

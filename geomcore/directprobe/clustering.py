@@ -101,6 +101,7 @@ class _Run:
         self.frozen_set = set(self.frozen)
         self.steps: list[tuple] = []
         self.n_merges = 0
+        self.replay: dict[tuple[int, int], int] = {}  # (id a, id b) -> id of a u b
         self.bar = tqdm(
             total=max(0, X.shape[0] - 1), disable=not progress, desc="directprobe", unit="merge"
         )
@@ -118,6 +119,7 @@ class _Run:
             new = self.f.merge(a, b, step=len(seq) + 1)
             q.merge(lab, sa, sb, new)
             seq.append((lab, a, b, new))
+            self.replay[(min(a, b), max(a, b))] = new
         return seq, q.active_ids()
 
     def _conflict_pair(self, p: int, q: int) -> bool:
@@ -178,7 +180,12 @@ class _Run:
         while (p := q.next_pair()) is not None:
             lab, sa, sb = p
             a, b = q.cluster(lab, sa), q.cluster(lab, sb)
-            u = self.f.merge(a, b, step=-1)
+            # A merge the unchecked run also made gives the same cluster (same
+            # members, same centroid arithmetic): reuse its id, so that the
+            # hyperplanes the search back certified for it apply directly.
+            u = self.replay.get((min(a, b), max(a, b)))
+            if u is None:
+                u = self.f.merge(a, b, step=-1)
             others = sorted(k for k in active if self.f.label[k] != lab)
             if self.cert.union_overlaps(u, a, b, others):
                 q.block(lab, sa, sb)
@@ -346,6 +353,7 @@ def _build_probe(run, X, uniq, y, final, conflicts) -> Probe:
         unchecked_merges=T,
         first_error_step=first_error,
         n_rooted=c.rooted,
+        n_centroid=c.centroid,
     )
     return Probe(
         X=X,

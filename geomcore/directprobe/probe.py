@@ -32,6 +32,7 @@ class ProbeStats:
     first_error_step: first merge of that run that created an overlap (-1: none).
     n_rooted: pairs certified because they lie inside two end clusters of the
       unchecked run that were decided separable.
+    n_centroid: pairs certified by the direction between their centroids.
     """
 
     n_checks: int
@@ -43,6 +44,7 @@ class ProbeStats:
     unchecked_merges: int
     first_error_step: int
     n_rooted: int = 0
+    n_centroid: int = 0
 
 
 @dataclass(frozen=True, eq=False)

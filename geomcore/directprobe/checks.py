@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _SPHERE_MARGIN = 1e-9
 _PLANE_CHUNK = 4096
+_POOL = 64  # pooled hyperplanes kept per label pair
 
 
 class Decision(NamedTuple):
@@ -206,6 +207,7 @@ class Counters:
     inherited_blocks: int = 0
     rooted: int = 0
     centroid: int = 0
+    pooled: int = 0
 
 
 class Certifier:
@@ -224,6 +226,10 @@ class Certifier:
         self.by_id: dict[int, set] = {}
         diam = np.ptp(forest.X, axis=0) if forest.X.shape[0] else np.zeros(1)
         self.scale = float(np.linalg.norm(diam)) or 1.0
+        # Recent solver hyperplanes per label pair (unit normals): a plane
+        # that separated neighbours often separates the next candidate too,
+        # and trying it (verified on all points) is far cheaper than a solve.
+        self.pool: dict[tuple[int, int], list[np.ndarray]] = {}
         # Certified root pairs (see ``set_roots``): none until the end state
         # of the unchecked run has been decided.
         self.root_of: np.ndarray | None = None
@@ -382,6 +388,51 @@ class Certifier:
             self._put(left[i], right[i], W[i], float(mx[i]), float(mn[i]))
         return ok
 
+    def pool_planes(self, u: int, others: Sequence[int]) -> np.ndarray:
+        """True where a pooled hyperplane of the label pair separates (u, other).
+
+        Each candidate w is verified on all members of both clusters in
+        float64 with the rounding margin of :meth:`centroid_planes`; a
+        verified one is cached for the pair.
+        """
+        ok = np.zeros(len(others), bool)
+        lu = self.f.label[u]
+        Xu = self.f.X[self.f.members[u]]
+        su_cache: dict[tuple, np.ndarray] = {}
+        err0 = 8.0 * self.f.X.shape[1] * np.finfo(np.float64).eps * self._xmax()
+        for i, k in enumerate(others):
+            key = (min(lu, self.f.label[k]), max(lu, self.f.label[k]))
+            ws = self.pool.get(key)
+            if not ws:
+                continue
+            if key not in su_cache:
+                W = np.stack(ws)
+                Su = Xu @ W.T
+                su_cache[key] = (W, Su.min(axis=0), Su.max(axis=0))
+            W, umin, umax = su_cache[key]
+            Sk = self.f.X[self.f.members[k]] @ W.T
+            kmin, kmax = Sk.min(axis=0), Sk.max(axis=0)
+            low = kmin - umax > err0  # u below, k above
+            high = umin - kmax > err0  # k below, u above
+            if low.any():
+                j = int(np.flatnonzero(low)[0])
+                self._put(u, k, W[j], float(umax[j]), float(kmin[j]))
+                ok[i] = True
+            elif high.any():
+                j = int(np.flatnonzero(high)[0])
+                self._put(k, u, W[j], float(kmax[j]), float(umin[j]))
+                ok[i] = True
+        return ok
+
+    def _pool_add(self, a: int, b: int, w: np.ndarray) -> None:
+        key = (min(self.f.label[a], self.f.label[b]), max(self.f.label[a], self.f.label[b]))
+        nrm = float(np.linalg.norm(w))
+        if nrm == 0 or not np.isfinite(nrm):
+            return
+        ws = self.pool.setdefault(key, [])
+        ws.insert(0, w / nrm)
+        del ws[_POOL:]
+
     def _xmax(self) -> float:
         v = getattr(self, "_xm", None)
         if v is None:
@@ -413,6 +464,7 @@ class Certifier:
                 # Oriented A @ w - b > 0 > B @ w - b: b's side is low.
                 if float(sb.max()) < float(sa.min()):
                     self._put(b, a, w, float(sb.max()), float(sa.min()))
+                    self._pool_add(a, b, w)
         return res.overlap
 
     # -- the questions the clustering asks ---------------------------------
@@ -445,6 +497,11 @@ class Certifier:
         cp = self.centroid_planes([u] * len(left), left)
         self.c.centroid += int(cp.sum())
         left = [k for k, ok in zip(left, cp) if not ok]
+        if not left:
+            return False
+        pp = self.pool_planes(u, left)
+        self.c.pooled += int(pp.sum())
+        left = [k for k, ok in zip(left, pp) if not ok]
         if not left:
             return False
         # Nearest centroids first: the likeliest overlaps, for the early exit.

@@ -354,6 +354,7 @@ def _build_probe(run, X, uniq, y, final, conflicts) -> Probe:
         first_error_step=first_error,
         n_rooted=c.rooted,
         n_centroid=c.centroid,
+        n_pooled=c.pooled,
     )
     return Probe(
         X=X,

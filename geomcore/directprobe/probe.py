@@ -33,6 +33,7 @@ class ProbeStats:
     n_rooted: pairs certified because they lie inside two end clusters of the
       unchecked run that were decided separable.
     n_centroid: pairs certified by the direction between their centroids.
+    n_pooled: pairs certified by a recent solver hyperplane of the same labels.
     """
 
     n_checks: int
@@ -45,6 +46,7 @@ class ProbeStats:
     first_error_step: int
     n_rooted: int = 0
     n_centroid: int = 0
+    n_pooled: int = 0
 
 
 @dataclass(frozen=True, eq=False)

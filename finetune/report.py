@@ -190,6 +190,23 @@ def closest_triple(matrix: np.ndarray, labels: Sequence[str]) -> tuple[str, str,
     return tuple(labels[i] for i in arg)  # type: ignore[return-value]
 
 
+def _principal_axes(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2, D) first two right singular vectors of ``M`` and all singular values.
+
+    Each axis' sign is fixed so that its largest-magnitude loading is positive
+    (SVD signs are arbitrary); a missing axis (rank < 2) is zero.
+    """
+    _, s, vt = np.linalg.svd(M, full_matrices=False)
+    comps = np.zeros((2, M.shape[1]))
+    r = min(2, vt.shape[0])
+    comps[:r] = vt[:r]
+    for i in range(r):
+        j = int(np.argmax(np.abs(comps[i])))
+        if comps[i, j] < 0:
+            comps[i] = -comps[i]
+    return comps, s
+
+
 def pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2-D PCA: the rows of ``points`` (n, D) on their first two principal axes.
 
@@ -200,14 +217,8 @@ def pca2(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     X = np.asarray(points, dtype=np.float64)
     Xc = X - X.mean(axis=0)
-    _, s, vt = np.linalg.svd(Xc, full_matrices=False)
-    comps = np.zeros((2, X.shape[1]))
-    r = min(2, vt.shape[0])
-    comps[:r] = vt[:r]
-    for i in range(r):
-        j = int(np.argmax(np.abs(comps[i])))
-        if comps[i, j] < 0:
-            comps[i] = -comps[i]
+    comps, s = _principal_axes(Xc)
+    r = min(2, s.size)
     var = s**2
     ratio = np.zeros(2)
     if var.sum() > 0:
@@ -251,14 +262,7 @@ def displacement_pca(before: Sequence[np.ndarray], after: Sequence[np.ndarray]) 
         # The displacement of each label is a vector from the origin: PCA of the
         # displacements without re-centering would mix in their mean; keep the
         # mean (it is the common drift of the layer) by projecting uncentered.
-        _, s, vt = np.linalg.svd(d, full_matrices=False)
-        comps = np.zeros((2, d.shape[1]))
-        r = min(2, vt.shape[0])
-        comps[:r] = vt[:r]
-        for i in range(r):
-            j = int(np.argmax(np.abs(comps[i])))
-            if comps[i, j] < 0:
-                comps[i] = -comps[i]
+        comps, _ = _principal_axes(d)
         coords.append(d @ comps.T)
     half = max((float(np.abs(c).max()) for c in coords if c.size), default=1.0)
     return coords, half if half > 0 else 1.0
@@ -455,22 +459,6 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def build_report(study_dir: str | Path) -> Path:
@@ -720,7 +708,7 @@ def build_report(study_dir: str | Path) -> Path:
         "units": {n: {k: v for k, v in u.items()} for n, u in units.items()},
         "missing_units": sorted(set(missing)),
     }
-    write_json(d / "results.json", _jsonable(results))
+    write_json(d / "results.json", results)
     report = d / "report.md"
     with atomic_open(report, "w") as fh:
         fh.write("\n".join(md) + "\n")

@@ -15,8 +15,10 @@ to ``geometry.jsonl``:
 - ``separable``: (L, L) booleans;
 - ``centroids``: (L, D) per-label means;
 - ``n_clusters``: DirectProbe's cluster count (only with ``directprobe=True``);
-- ``seconds``: wall time of the geometry for this layer, ``embed_seconds``:
-  wall time of embedding the split (shared by its layers).
+- ``seconds``: this layer's share of the geometry wall time (all layers of a
+  split go to the engine in one call; its time is shared evenly),
+  ``geometry_seconds``: that call's wall time, ``embed_seconds``: wall time of
+  embedding the split (shared by its layers).
 
 Lines are flushed and fsync'ed one by one; a line whose key is already in the
 file is not written again, so a resumed run never duplicates a probe.
@@ -30,15 +32,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from finetune.embed import embed_layers
 
-__all__ = ["JsonlLog", "ProbeOutput", "layer_geometry", "probe_split", "label_centroids"]
+__all__ = [
+    "JsonlLog", "ProbeOutput", "layer_geometry", "layers_geometry", "layers_label_distances",
+    "probe_split", "label_centroids",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +143,106 @@ def _directprobe_clusters(X: Any, label_ids: np.ndarray) -> int:
     return int(directprobe(X, label_ids).n_clusters)
 
 
+def layers_label_distances(
+    layers: list[Any], label_ids: np.ndarray, *, progress: bool = False
+) -> list[Any]:
+    """``geomcore.distances.label_distances`` of several layers in one engine call.
+
+    Every layer's label point sets and label pairs go to the pair solver
+    together, so the batches are larger and a fresh process compiles each
+    padded shape once for all layers instead of once per layer. Each pair is
+    solved and certified on its own points (the solver's tolerances are
+    relative to each pair's own scale), so layer k's result equals
+    ``label_distances(layers[k], label_ids)`` up to float rounding.
+
+    Args:
+      layers: K arrays (n, D) (numpy or torch; read through DLPack), same rows.
+      label_ids: (n,) integer label of each row.
+      progress: show the engine's progress bar over label pairs.
+
+    Returns:
+      K :class:`geomcore.distances.LabelDistances`, labels = the sorted ids present.
+    """
+    from geomcore._validate import as_points
+    from geomcore.distances import LabelDistances
+    from geomcore.solvers.pairs import solve_pairs
+
+    label_ids = np.asarray(label_ids, dtype=np.int64)
+    present, inv = np.unique(label_ids, return_inverse=True)
+    L = present.size
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(L + 1))
+    iu, ju = np.triu_indices(L, k=1)
+    sets: list[np.ndarray] = []
+    pairs = []
+    for k, X in enumerate(layers):
+        Xk = as_points(X, f"layers[{k}]")
+        if Xk.shape[0] != label_ids.shape[0]:
+            raise ValueError(
+                f"layers[{k}] has {Xk.shape[0]} rows but label_ids has {label_ids.shape[0]}."
+            )
+        sets.extend(Xk[order[bounds[i] : bounds[i + 1]]] for i in range(L))
+        pairs.append(np.stack([iu, ju], axis=1) + k * L)
+    out = []
+    if iu.size:
+        res = solve_pairs(sets, np.concatenate(pairs), mode="distance", progress=progress)
+    for k in range(len(layers)):
+        M = np.zeros((L, L))
+        S = np.zeros((L, L), bool)
+        if iu.size:
+            sl = slice(k * iu.size, (k + 1) * iu.size)
+            M[iu, ju] = M[ju, iu] = res.distance[sl]
+            S[iu, ju] = S[ju, iu] = res.separable[sl]
+        out.append(LabelDistances(present, M, S, None))
+    return out
+
+
+def _record(X: Any, ld: Any, label_ids: np.ndarray, label_names: tuple[str, ...]) -> dict:
+    present = np.asarray(ld.labels, dtype=np.int64)
+    return {
+        "labels": [label_names[i] for i in present],
+        "counts": np.bincount(label_ids, minlength=int(present.max()) + 1)[present].tolist(),
+        "label_distances": _json_floats(ld.matrix),
+        # inf (None in JSON) for a split with a single label
+        "min_distance_per_label": _json_floats(ld.min_distance),
+        "separable": np.asarray(ld.separable, dtype=bool).tolist(),
+        "centroids": label_centroids(X, label_ids, present).tolist(),
+    }
+
+
+def layers_geometry(
+    layers: list[Any],
+    label_ids: np.ndarray,
+    label_names: tuple[str, ...],
+    *,
+    directprobe: bool = False,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """The geometry of several layers of one split (one engine call for all of them).
+
+    Returns one JSON-ready dict per layer (see the module docstring). Its
+    ``seconds`` is the layer's share of the wall time: the batched engine call
+    divided evenly among the layers, plus the layer's own centroids (and
+    DirectProbe) time; ``geometry_seconds`` is the whole call's wall time.
+    """
+    t0 = time.perf_counter()
+    label_ids = np.asarray(label_ids, dtype=np.int64)
+    lds = layers_label_distances(layers, label_ids, progress=progress)
+    shared = (time.perf_counter() - t0) / max(len(layers), 1)
+    recs = []
+    for X, ld in zip(layers, lds):
+        t1 = time.perf_counter()
+        rec = _record(X, ld, label_ids, label_names)
+        if directprobe:
+            rec["n_clusters"] = _directprobe_clusters(X, label_ids)
+        rec["seconds"] = shared + time.perf_counter() - t1
+        recs.append(rec)
+    total = time.perf_counter() - t0
+    for rec in recs:
+        rec["geometry_seconds"] = total
+    return recs
+
+
 def layer_geometry(
     X: Any, label_ids: np.ndarray, label_names: tuple[str, ...], *, directprobe: bool = False
 ) -> dict[str, Any]:
@@ -153,25 +257,7 @@ def layer_geometry(
     Returns:
       A JSON-ready dict (see the module docstring); distances in X's units.
     """
-    from geomcore.distances import label_distances
-
-    t0 = time.perf_counter()
-    label_ids = np.asarray(label_ids, dtype=np.int64)
-    ld = label_distances(X, label_ids)
-    present = np.asarray(ld.labels, dtype=np.int64)
-    rec: dict[str, Any] = {
-        "labels": [label_names[i] for i in present],
-        "counts": [int((label_ids == i).sum()) for i in present],
-        "label_distances": _json_floats(ld.matrix),
-        # inf (None in JSON) for a split with a single label
-        "min_distance_per_label": _json_floats(ld.min_distance),
-        "separable": np.asarray(ld.separable, dtype=bool).tolist(),
-        "centroids": label_centroids(X, label_ids, present).tolist(),
-    }
-    if directprobe:
-        rec["n_clusters"] = _directprobe_clusters(X, label_ids)
-    rec["seconds"] = time.perf_counter() - t0
-    return rec
+    return layers_geometry([X], label_ids, label_names, directprobe=directprobe)[0]
 
 
 @dataclass(frozen=True)
@@ -225,18 +311,16 @@ def probe_split(
     records: list[dict[str, Any]] = []
     if not geometry:
         return ProbeOutput((), layers[-1], time.perf_counter() - t0)
-    todo: Iterable[int] = range(len(layers))
-    bar = tqdm(
-        todo, desc=f"geometry {task.split} step {step}", disable=not progress, leave=False
-    )
-    for layer in bar:
-        key = ("geometry", step, task.split, layer)
-        if key in log:
-            continue
+    todo = [k for k in range(len(layers)) if ("geometry", step, task.split, k) not in log]
+    geo = layers_geometry(
+        [layers[k] for k in todo], label_ids, label_names, directprobe=directprobe,
+        progress=progress,
+    ) if todo else []
+    for layer, g in zip(todo, geo):
         rec = {"record": "geometry", "step": step, "epoch": epoch, "split": task.split}
         rec["layer"] = layer
         rec["n_examples"] = int(len(label_ids))
-        rec.update(layer_geometry(layers[layer], label_ids, label_names, directprobe=directprobe))
+        rec.update(g)
         rec["embed_seconds"] = embed_seconds
         if extra:
             rec.update(extra)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from finetune.config import TrainConfig
+from finetune import stream as stream_mod
 from finetune.stream import JsonlLog, layer_geometry, probe_split
 from finetune.train import fit
 
@@ -170,3 +171,26 @@ def test_probe_split_restores_train_mode_and_skips_logged_layers(tmp_path):
     assert [r["layer"] for r in out.records] == [0, 2]
     assert out.last_layer.shape == (task.n_examples, 32)
     assert len(log.records()) == 3
+
+
+def test_layers_geometry_one_engine_call_matches_closed_forms():
+    # Three labels on parallel segments, worked by hand, in two "layers" that
+    # scale the same points by 1 and by 3 (distances scale with them); label 2
+    # sits between 0 and 1 in layer b only where it crosses label 0 (overlap).
+    a = np.array([[0.0, 0.0], [0.0, 1.0], [2.0, 0.0], [2.0, 1.0], [5.0, 0.0], [5.0, 1.0]])
+    y = np.array([0, 0, 1, 1, 2, 2])
+    b = a.copy()
+    b[4:] = [[-1.0, 0.5], [1.0, 0.5]]  # label 2 crosses label 0's segment
+    recs = stream_mod.layers_geometry([a, 3 * a, b], y, ("p", "q", "r"))
+    D = [np.array(r["label_distances"], float) for r in recs]
+    np.testing.assert_allclose(D[0], [[0, 2, 5], [2, 0, 3], [5, 3, 0]], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(D[1], 3 * D[0], rtol=1e-4)
+    # layer b: r overlaps p (distance 0, not separable); q is 1 from r's end, 2 from p
+    np.testing.assert_allclose(D[2], [[0, 2, 0], [2, 0, 1], [0, 1, 0]], rtol=1e-4, atol=1e-6)
+    assert recs[2]["separable"][0][2] is False and recs[2]["separable"][0][1] is True
+    assert recs[0]["min_distance_per_label"] == pytest.approx([2, 2, 3], rel=1e-4)
+    assert recs[0]["counts"] == [2, 2, 2]
+    np.testing.assert_allclose(recs[2]["centroids"][2], [0.0, 0.5])
+    assert all(r["seconds"] >= 0 and r["geometry_seconds"] >= r["seconds"] for r in recs)
+    with pytest.raises(ValueError, match=r"layers\[1\] has 5 rows"):
+        stream_mod.layers_geometry([a, a[:5]], y, ("p", "q", "r"))

@@ -120,12 +120,21 @@ def _probe_layer(task: str, layer: int) -> dict:
         "predict_s": t2 - t1,
         "test_accuracy": acc,
         "n_engine_calls": probe.stats.n_engine_calls,
+        "n_engine_pairs": probe.stats.n_engine_pairs,
         "n_escalated": probe.stats.n_escalated,
+        "n_checks": probe.stats.n_checks,
+        "n_rooted": probe.stats.n_rooted,
+        "n_sphere": probe.stats.n_sphere,
+        "n_cached": probe.stats.n_cached,
+        "n_centroid": probe.stats.n_centroid,
+        "n_pooled": probe.stats.n_pooled,
+        "unchecked_merges": probe.stats.unchecked_merges,
         "first_error_step": probe.stats.first_error_step,
     }
     print(
         f"\n{task} L{layer}: n={X.shape[0]} labels={info['n_labels']} clusters={probe.n_clusters} "
-        f"cluster {t1 - t0:.1f}s predict {t2 - t1:.1f}s test acc {acc:.4f}"
+        f"cluster {t1 - t0:.1f}s predict {t2 - t1:.1f}s test acc {acc:.4f}\n  work: "
+        + ", ".join(f"{k}={info[k]}" for k in list(info)[10:])
     )
     return info
 

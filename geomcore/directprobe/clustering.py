@@ -36,6 +36,7 @@ import math
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from geomcore._validate import as_labels, as_points
@@ -260,7 +261,12 @@ def directprobe(
         )
     run = _Run(Xv, y, frozen, decide, progress)
     try:
-        final = _cluster(run, uniq.size, search_back)
+        # The host work is many small BLAS calls (one centroid row against a
+        # label's centroids per merge): threads cost more than they give, and
+        # on a shared machine a multi-threaded BLAS spins against other jobs
+        # (measured 5x slower on 2 busy cores). The engine (XLA) keeps its own.
+        with threadpool_limits(limits=1, user_api="blas"):
+            final = _cluster(run, uniq.size, search_back)
     finally:
         run.bar.close()
     return _build_probe(run, Xv, uniq, y, final, conflicts)

@@ -159,3 +159,28 @@ def test_ps_role_all_layers(benchmark):
 def test_pos_layer6(benchmark):
     info = benchmark.pedantic(_probe_layer, args=("pos", 6), rounds=1, iterations=1)
     benchmark.extra_info.update(info)
+
+
+def test_ps_role_all_layers_clustering_only(benchmark):
+    """The issue's goal (PS-role, all 7 layers, under a minute): clustering alone, one process."""
+
+    def run():
+        out = []
+        for layer in range(7):
+            X, y = load("ps-role", "train", layer)
+            t0 = time.perf_counter()
+            probe = directprobe(X, y)
+            dt = time.perf_counter() - t0
+            _check_promise(X, probe)
+            s = probe.stats
+            out.append({"layer": layer, "cluster_s": dt, "n_clusters": probe.n_clusters,
+                        "n_checks": s.n_checks, "n_engine_calls": s.n_engine_calls,
+                        "n_escalated": s.n_escalated})
+            print(f"\nps-role L{layer}: {dt:.1f}s, {probe.n_clusters} clusters, "
+                  f"{s.n_checks} checks, {s.n_engine_calls} engine calls")
+        return out
+
+    infos = benchmark.pedantic(run, rounds=1, iterations=1)
+    total = sum(i["cluster_s"] for i in infos)
+    benchmark.extra_info.update(layers=infos, cluster_s_total=total)
+    print(f"\nps-role all 7 layers, clustering only: {total:.1f}s")

@@ -384,8 +384,12 @@ class Certifier:
         wn = np.sqrt(np.einsum("ij,ij->i", W, W))
         err = 8.0 * X.shape[1] * np.finfo(np.float64).eps * xmax * wn
         ok = (mn - mx > err) & (wn > 0)
+        # Cached bounds widened by half the margin: later re-verifications
+        # compare fresh dot products against them, so they must hold whatever
+        # the last bits of this (matrix) product were.
         for i in np.flatnonzero(ok):
-            self._put(left[i], right[i], W[i], float(mx[i]), float(mn[i]))
+            h = 0.5 * err[i]
+            self._put(left[i], right[i], W[i], float(mx[i] + h), float(mn[i] - h))
         return ok
 
     def pool_planes(self, u: int, others: Sequence[int]) -> np.ndarray:
@@ -414,13 +418,16 @@ class Certifier:
             kmin, kmax = Sk.min(axis=0), Sk.max(axis=0)
             low = kmin - umax > err0  # u below, k above
             high = umin - kmax > err0  # k below, u above
+            # Unit normals: the margin err0 bounds the rounding; cached bounds
+            # are widened by half of it (see centroid_planes).
+            h = 0.5 * err0
             if low.any():
                 j = int(np.flatnonzero(low)[0])
-                self._put(u, k, W[j], float(umax[j]), float(kmin[j]))
+                self._put(u, k, W[j], float(umax[j] + h), float(kmin[j] - h))
                 ok[i] = True
             elif high.any():
                 j = int(np.flatnonzero(high)[0])
-                self._put(k, u, W[j], float(kmax[j]), float(umin[j]))
+                self._put(k, u, W[j], float(kmax[j] + h), float(umin[j] - h))
                 ok[i] = True
         return ok
 

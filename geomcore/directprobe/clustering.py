@@ -24,9 +24,15 @@ check, recording the merge sequence; check the end state only; if it has an
 overlapping pair, search back (coarse steps from the end, then bisection) for
 the first merge that created an overlap, restricted to the clusters inside
 the overlapping end pairs (every earlier overlap would show in the end state).
-From the last valid state, continue with checked merges. Checks use
-bounding-sphere disjointness, float64-verified cached hyperplanes, inherited
-blocks, and batch the remaining pairs into one engine call with early exit.
+From the last valid state, continue with checked merges. Checks use, in
+order of cost: root certificates (every later cluster lies inside one end
+cluster of the unchecked run, so a separable pair of end clusters certifies
+all pairs of their sub-clusters: only label pairs that overlap at the end are
+ever checked again), bounding-sphere disjointness, float64-verified cached
+hyperplanes (re-checked on the added points only), the centroid direction,
+recent solver hyperplanes of the same label pair, and finally one batched
+engine call with early exit. Merges that replay the unchecked run reuse its
+cluster ids, so hyperplanes certified during the search back apply directly.
 """
 
 from __future__ import annotations

@@ -225,3 +225,72 @@ def test_progress_bar_runs(capsys):
     p = directprobe(X, y, progress=True)
     assert "directprobe" in capsys.readouterr().err
     assert p.n_clusters >= 2
+
+
+def test_host_certificates_are_proofs():
+    """Centroid-direction and pooled hyperplanes call a pair separable only when HiGHS agrees."""
+    from geomcore.directprobe.checks import Certifier, Counters, lp_decider
+    from geomcore.directprobe.state import Forest
+
+    rng = np.random.default_rng(21)
+    n, d = 60, 3
+    X = rng.normal(size=(n, d))
+    y = np.repeat([0, 1, 2], n // 3)
+    X[y == 1] += 1.2  # some pairs separable, some overlapping
+    f = Forest.singletons(X, y)
+    cert = Certifier(f, lp_decider(), Counters())
+    # Clusters of 1-6 consecutive same-label points.
+    ids, i = [], 0
+    while i < n:
+        k = int(rng.integers(1, 7))
+        grp = [j for j in range(i, min(i + k, n)) if y[j] == y[i]]
+        c = grp[0]
+        for j in grp[1:]:
+            c = f.merge(c, j, step=0)
+        ids.append(c)
+        i = grp[-1] + 1
+    left, right = [], []
+    for a in ids:
+        for b in ids:
+            if f.label[a] < f.label[b]:
+                left.append(a)
+                right.append(b)
+    truth = np.array([lp_separable(X[f.members[a]], X[f.members[b]]) for a, b in zip(left, right)])
+    assert truth.any() and not truth.all()
+    ok = cert.centroid_planes(left, right)
+    assert ok.any()
+    assert not (ok & ~truth).any(), "a centroid plane certified an overlapping pair"
+    for a, b in zip(np.array(left)[ok], np.array(right)[ok]):
+        w, mx, mn = cert.planes[(int(a), int(b))]
+        # The cached bounds hold (conservatively) for freshly computed scores.
+        assert np.max(X[f.members[a]] @ w) < mx < mn < np.min(X[f.members[b]] @ w)
+    # Pooled planes: random directions plus the centroid ones of other pairs.
+    for a, b in zip(left[:20], right[:20]):
+        cert._pool_add(a, b, rng.normal(size=d))
+        cert._pool_add(a, b, f.centroid[b] - f.centroid[a])
+    cert.planes.clear()
+    for a in ids:
+        others = [b for b in ids if f.label[b] != f.label[a]]
+        pp = cert.pool_planes(a, others)
+        for b, v in zip(others, pp):
+            if v:
+                assert lp_separable(X[f.members[a]], X[f.members[b]]), (a, b)
+
+
+def test_root_certificates_cover_exactly_the_separable_root_pairs():
+    from geomcore.directprobe.checks import Certifier, Counters, lp_decider
+    from geomcore.directprobe.state import Forest
+
+    X = np.array([[0.0, 0], [1, 0], [0, 1], [5, 5], [6, 5], [0.5, 0.2]])
+    y = np.array([0, 0, 0, 1, 1, 2])
+    f = Forest.singletons(X, y)
+    r0 = f.merge(f.merge(0, 1, 1), 2, 2)  # label 0: triangle containing point 5
+    r1 = f.merge(3, 4, 3)
+    cert = Certifier(f, lp_decider(), Counters())
+    roots = [r0, r1, 5]
+    sep = np.array([[lp_separable(X[f.members[a]], X[f.members[b]]) for b in roots] for a in roots])
+    np.fill_diagonal(sep, False)
+    cert.set_roots(roots, sep)
+    # Sub-clusters: singletons 1 (in r0), 3 (in r1), 5 (its own root).
+    assert cert.root_certified(1, [3, 5]).tolist() == [True, False]
+    assert cert.root_certified(5, [1, 4]).tolist() == [False, True]

@@ -184,7 +184,7 @@ def layers_label_distances(
         sets.extend(Xk[order[bounds[i] : bounds[i + 1]]] for i in range(L))
         pairs.append(np.stack([iu, ju], axis=1) + k * L)
     out = []
-    if iu.size:
+    if iu.size and layers:
         res = solve_pairs(sets, np.concatenate(pairs), mode="distance", progress=progress)
     for k in range(len(layers)):
         M = np.zeros((L, L))

@@ -213,10 +213,14 @@ class PointHullDistances(NamedTuple):
 
     distances: (p, C) float64, row i column k = dist(P[i], conv X[groups == groups_[k]]).
     groups: (C,) the group ids, in column order (sorted).
+    n_engine: how many (point, group) entries the shared-Gram solver left to
+      the general pair engine (groups larger than its limit, or not certified
+      within its budget); the engine escalates to HiGHS in turn.
     """
 
     distances: np.ndarray
     groups: np.ndarray
+    n_engine: int = 0
 
 
 def point_hull_distances(
@@ -234,7 +238,15 @@ def point_hull_distances(
 
     0 where the point lies in the hull (up to ``tol``). DirectProbe predicts a
     point's label as the label of the nearest hull.
+
+    All points go against one hull at a time in float64 with the hull's Gram
+    matrix shared (:mod:`geomcore.solvers.point_hull`), certified like the
+    pair engine (U - L <= rtol * U, or U <= tol * scale: inside). Entries it
+    cannot certify, and hulls of more than ``MAX_GRAM`` points, go to the pair
+    engine (``dtype`` and ``shard`` apply there); ``n_engine`` counts them.
     """
+    from geomcore.solvers.point_hull import point_hull_matrix
+
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X = as_points(X, "X")
     P = as_points(P, "P", width=X.shape[1], min_rows=0)
@@ -243,12 +255,23 @@ def point_hull_distances(
     C = ids.size
     if P.shape[0] == 0:
         return PointHullDistances(np.zeros((0, C)), ids)
-    sets = [P[i : i + 1] for i in range(P.shape[0])] + [by_id[int(g)] for g in ids]
-    pi, ci = np.meshgrid(np.arange(P.shape[0]), np.arange(C), indexing="ij")
-    pairs = np.stack([pi.ravel(), P.shape[0] + ci.ravel()], axis=1)
-    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dt,
+    hulls = [by_id[int(g)] for g in ids]
+    D, undone = point_hull_matrix(P, hulls, tol=tol, rtol=rtol, progress=progress)
+    if undone.shape[0]:
+        D[undone[:, 0], undone[:, 1]] = _engine_point_hull(P, hulls, undone, tol=tol, rtol=rtol,
+                                                           dtype=dt, shard=shard, progress=progress)
+    return PointHullDistances(D, ids, int(undone.shape[0]))
+
+
+def _engine_point_hull(P, hulls, entries, *, tol, rtol, dtype=None, shard=None, progress=False):
+    """Distances of (point, hull) entries through the general pair engine."""
+    pts = np.unique(entries[:, 0])
+    slot = {int(i): k for k, i in enumerate(pts)}
+    sets = [P[i : i + 1] for i in pts] + list(hulls)
+    pairs = np.stack([[slot[int(i)] for i in entries[:, 0]], pts.size + entries[:, 1]], axis=1)
+    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dtype,
                       sharding=_sharding(shard), progress=progress)
-    return PointHullDistances(res.distance.reshape(P.shape[0], C), ids)
+    return np.asarray(res.distance, dtype=np.float64)
 
 
 class LabelDistances(NamedTuple):

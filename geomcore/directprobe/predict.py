@@ -51,15 +51,15 @@ def nearest_clusters(
     The centroid lies in its hull, so ``||p - c_k||`` bounds ``dist(p, hull_k)``
     from above, and ``||p - c_k|| - r_k`` (r_k: the cluster's bounding radius)
     from below. A cluster whose lower bound exceeds the smallest upper bound
-    cannot be nearest and is not solved. The others go to the engine in one
-    batch (``solve_pairs(mode="distance")``).
+    cannot be nearest and is not solved. The others are solved per hull with
+    the shared-Gram solver (:func:`geomcore.solvers.point_hull.point_hull_matrix`),
+    anything it cannot certify by the pair engine.
 
     Returns:
       (nearest (p,) int cluster ids, distance (p,) float64 hull distances).
       Ties go to the lower cluster id.
     """
     from geomcore.distances import _check_options
-    from geomcore.solvers.pairs import solve_pairs
 
     tol, rtol, _ = _check_options(tol, rtol, None)
     Pv = as_points(P, "P", width=X.shape[1], min_rows=0)
@@ -87,12 +87,15 @@ def nearest_clusters(
     D[np.flatnonzero(has), own[has]] = 0.0
     upper[np.flatnonzero(has), own[has]] = 0.0
     cand = (lower <= upper.min(axis=1, keepdims=True)) & ~np.isfinite(D)
-    pi, ki = np.nonzero(cand)
-    if pi.size:
-        sets = [X[m] for m in members] + [Pv[i : i + 1] for i in range(p)]
-        pairs = np.stack([K + pi, ki], axis=1)
-        res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol)
-        D[pi, ki] = np.asarray(res.distance, dtype=np.float64)
+    if cand.any():
+        from geomcore.distances import _engine_point_hull
+        from geomcore.solvers.point_hull import point_hull_matrix
+
+        hulls = [X[m] for m in members]
+        Dc, undone = point_hull_matrix(Pv, hulls, tol=tol, rtol=rtol, candidates=cand)
+        if undone.shape[0]:
+            Dc[undone[:, 0], undone[:, 1]] = _engine_point_hull(Pv, hulls, undone, tol=tol, rtol=rtol)
+        D[cand] = Dc[cand]
     nearest = np.argmin(D, axis=1)  # first minimum: the lower id on ties
     return nearest.astype(np.int64), D[np.arange(p), nearest]
 

@@ -1,0 +1,96 @@
+"""The shared-Gram point-to-hull solver against independent ground truth.
+
+Oracles (tests/ground_truth.py): HiGHS decides whether a point lies in a hull,
+clarabel's QP gives the distance when it does not; closed forms for a point
+against a box (its 2^k vertices) and a single-point hull.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import geomcore
+import geomcore.solvers.point_hull as ph
+from geomcore.directprobe.predict import nearest_clusters
+from ground_truth import lp_separable, point_box_distance, qp_distance
+
+
+def _truth(p, X):
+    return qp_distance(p[None], X) if lp_separable(p[None], X) else 0.0
+
+
+@pytest.mark.parametrize("n,d", [(2, 5), (7, 3), (30, 50), (60, 2), (200, 20)])
+def test_batch_matches_qp_and_certificates_hold(rng, n, d):
+    X = rng.normal(size=(n, d)) * 3.0 + 10.0
+    # Points far out, near the hull, and inside it (convex combinations).
+    inside = rng.dirichlet(np.ones(n), size=3) @ X
+    P = np.vstack([X.mean(0) + rng.normal(size=(6, d)) * 8.0, X[:2] + 0.01 * rng.normal(size=(2, d)), inside])
+    out = ph.point_hull_batch(P, X, tol=1e-6, rtol=1e-6)
+    assert out.done.all()
+    for i, p in enumerate(P):
+        t = _truth(p, X)
+        slack = 1e-7 * (1 + np.abs(X).max())
+        assert out.lower[i] <= t + slack and t <= out.upper[i] + slack
+        assert abs(out.distance[i] - t) <= 1e-5 * t + slack, (i, out.distance[i], t)
+    assert np.all(out.distance[-3:] == 0.0)
+
+
+def test_box_vertices_closed_form(rng):
+    lo, hi = np.array([-1.0, 0.0, 2.0]), np.array([1.0, 0.5, 3.0])
+    X = np.array([np.where(bits, hi, lo) for bits in itertools.product([0, 1], repeat=3)])
+    P = rng.uniform(-4, 6, size=(40, 3))
+    out = ph.point_hull_batch(P, X, tol=1e-9, rtol=1e-8)
+    want = np.array([point_box_distance(p, lo, hi) for p in P])
+    assert out.done.all()
+    assert np.allclose(out.distance, want, rtol=1e-7, atol=1e-8)
+
+
+def test_single_point_hull_is_the_euclidean_distance(rng):
+    X = rng.normal(size=(1, 4))
+    P = rng.normal(size=(5, 4))
+    out = ph.point_hull_batch(P, X, tol=1e-6, rtol=1e-4)
+    assert np.allclose(out.distance, np.linalg.norm(P - X, axis=1), rtol=1e-12)
+
+
+def test_budget_exhausted_goes_to_the_engine(rng):
+    """With one iteration almost nothing is certified; the undone entries are
+    listed, and the engine's answers for them are right."""
+    from geomcore.distances import _engine_point_hull
+
+    hulls = [rng.normal(size=(40, 6)), rng.normal(size=(25, 6)) + 3]
+    P = rng.normal(size=(8, 6)) * 4
+    D, undone = ph.point_hull_matrix(P, hulls, tol=1e-6, rtol=1e-6, max_iter=1)
+    assert undone.shape[0] > 0 and np.isnan(D[undone[:, 0], undone[:, 1]]).all()
+    D[undone[:, 0], undone[:, 1]] = _engine_point_hull(P, hulls, undone, tol=1e-6, rtol=1e-6)
+    for i in range(P.shape[0]):
+        for c, H in enumerate(hulls):
+            t = _truth(P[i], H)
+            assert abs(D[i, c] - t) <= 1e-4 * t + 1e-9
+
+
+def test_large_hulls_are_counted_and_still_right(rng, monkeypatch):
+    monkeypatch.setattr(ph, "MAX_GRAM", 10)
+    X = np.vstack([rng.normal(size=(30, 4)), rng.normal(size=(5, 4)) + 4])
+    g = np.repeat([0, 1], [30, 5])
+    P = rng.normal(size=(6, 4)) * 3
+    out = geomcore.point_hull_distances(P, X, g)
+    assert out.n_engine == 6  # every point against the 30-point hull
+    for i in range(6):
+        for c in (0, 1):
+            t = _truth(P[i], X[g == c])
+            assert abs(out.distances[i, c] - t) <= 1e-4 * t + 1e-9
+
+
+def test_nearest_clusters_agrees_with_brute_force(rng):
+    members = (np.arange(0, 15), np.arange(15, 30), np.arange(30, 33))
+    X = np.vstack([rng.normal(size=(15, 5)), rng.normal(size=(15, 5)) + 2.5, rng.normal(size=(3, 5)) - 3])
+    cent = np.array([X[m].mean(0) for m in members])
+    P = np.vstack([rng.normal(size=(20, 5)) * 3, X[31:32]])
+    nearest, dist = nearest_clusters(P, X, members, cent)
+    truth = np.array([[_truth(p, X[m]) for m in members] for p in P])
+    assert np.array_equal(nearest, truth.argmin(1))
+    assert np.allclose(dist, truth.min(1), rtol=1e-4, atol=1e-9)
+    assert nearest[-1] == 2 and dist[-1] == 0.0

@@ -296,6 +296,104 @@ def solve_pairs(
     tol: float = DEFAULT_TOL,
     rtol: float = DEFAULT_RTOL,
     any_only: bool = False,
+    dtype=np.float32,
+    sharding=None,
+    progress: bool = False,
+    **budget,
+) -> HullResults:
+    """Hull distances or overlap decisions for many pairs of point sets.
+
+    Pairs with a single point on one side (test points, singleton clusters)
+    are solved together per hull by the shared-Gram solver
+    (:mod:`geomcore.solvers.point_hull`), with the same certificates, scale
+    and statuses; the rest, and any such pair it cannot certify within its
+    budget, go through the working-set engine (:func:`_solve_general`, whose
+    docstring lists ``budget``'s keys). With ``any_only`` every pair takes the
+    general path, which can stop at the first overlap.
+    """
+    if mode not in ("distance", "decide"):
+        raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    kw = dict(mode=mode, tol=tol, rtol=rtol, any_only=any_only, dtype=dtype, sharding=sharding,
+              progress=progress, **budget)
+    if any_only or pairs.shape[0] == 0:
+        return _solve_general(sets, pairs, **kw)
+    sizes = np.array([sets[int(i)].shape[0] for i in range(len(sets))])
+    single = (sizes[pairs[:, 0]] == 1) | (sizes[pairs[:, 1]] == 1)
+    if not single.any():
+        return _solve_general(sets, pairs, **kw)
+    fast = _point_pairs(sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol,
+                        decide=mode == "decide")
+    rest = np.setdiff1d(np.arange(pairs.shape[0]), np.fromiter(fast, np.int64, len(fast)))
+    d = sets[0].shape[1]
+    m = pairs.shape[0]
+    out = HullResults(np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m, bool), np.zeros((m, d)),
+                      np.zeros(m), np.zeros(m, np.int64), np.zeros(m, np.int8), np.zeros(m), 0)
+    for k, row in fast.items():
+        for f, v in zip(HullResults._fields[:-1], row):
+            getattr(out, f)[k] = v
+    n_escalated = 0
+    if rest.size:
+        res = _solve_general(sets, pairs[rest], **kw)
+        for f in HullResults._fields[:-1]:
+            getattr(out, f)[rest] = getattr(res, f)
+        n_escalated = res.n_escalated
+    return out._replace(n_escalated=n_escalated)
+
+
+def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide) -> dict:
+    """Pairs ``pairs[idx]`` (one side a single point), solved per hull.
+
+    Returns {pair index: (distance, lower, upper, separable, w, b, iterations,
+    status, scale)} for the pairs certified; the others are left out.
+    """
+    from geomcore.solvers.point_hull import MAX_GRAM, point_hull_batch
+
+    by_hull: dict[int, list[tuple[int, int, bool]]] = {}
+    for k in idx:
+        i, j = int(pairs[k, 0]), int(pairs[k, 1])
+        # The point is A (w = p - q) or B (w = q - p); a point-point pair puts the hull on B.
+        point_is_a = sets[i].shape[0] == 1
+        hull, point = (j, i) if point_is_a else (i, j)
+        by_hull.setdefault(hull, []).append((int(k), point, point_is_a))
+    out: dict = {}
+    for hull, items in by_hull.items():
+        X = sets[hull]
+        if X.shape[0] > MAX_GRAM:
+            continue
+        P = np.concatenate([sets[p] for _, p, _ in items], axis=0)
+        res = point_hull_batch(P, X, tol=tol, rtol=rtol)
+        S = X @ res.w.T  # (n, m) scores of the hull on each pair's w = p - q
+        sp = np.einsum("md,md->m", P, res.w)
+        for r, (k, _, point_is_a) in enumerate(items):
+            if not res.done[r]:
+                continue
+            inside = res.distance[r] == 0.0
+            U, L = float(res.upper[r]), float(res.lower[r])
+            sign = 1.0 if point_is_a else -1.0
+            w = sign * res.w[r]
+            # Slab of w: min over A of <w, a> and max over B of <w, b>.
+            if point_is_a:
+                smin, smax = sign * sp[r], sign * S[:, r].max()
+            else:
+                smin, smax = sign * S[:, r].min(), sign * sp[r]
+            if inside:
+                status = Status.OVERLAP
+            else:
+                status = Status.SEPARABLE if decide else Status.CERTIFIED
+            out[k] = (0.0 if inside else U, 0.0 if inside else L, U, not inside, w, 0.5 * (smin + smax),
+                      int(res.iterations[r]), int(status), float(res.scale[r]))
+    return out
+
+
+def _solve_general(
+    sets: Sequence[np.ndarray],
+    pairs: np.ndarray,
+    *,
+    mode: str = "distance",
+    tol: float = DEFAULT_TOL,
+    rtol: float = DEFAULT_RTOL,
+    any_only: bool = False,
     max_iter: int = 20000,
     max_rounds: int = 40,
     round_iter: int = 500,

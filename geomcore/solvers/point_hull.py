@@ -18,8 +18,10 @@ does (:mod:`certificates`): with q = X^T lam and w = p - q,
     U = ||w||,  L = min_i <w, p - x_i> / ||w||  <=  dist(p, conv X)  <=  U,
 
 (the slab w defines separates p from every member). A point is done when
-U <= tol * scale (inside the hull, distance 0; scale = 2R with R the radius of
-{p} u X around the centroid of X) or U - L <= rtol * U.
+U <= tol * scale (inside the hull, distance 0) or U - L <= rtol * U, with the
+pair engine's scale for the pair ({p}, X): 2R, R = R_X + ||p - mean X|| / 2 the
+radius of both around the midpoint of p and mean X (R_X: X's radius about its
+mean).
 Points not done within ``max_iter`` iterations are returned as undone, and the
 caller hands them to the general engine (which escalates to HiGHS).
 """
@@ -44,6 +46,8 @@ class PointHullBatch(NamedTuple):
     lower, upper: (m,) the certificates L <= dist <= U (caller's units).
     done: (m,) bool, certified within the budget.
     iterations: (m,) iterations spent per point.
+    w: (m, d) p - q for the hull point q found (the certificates' direction).
+    scale: (m,) the pair engine's scale for (p, X): 2 R_X + ||p - mean X||.
     """
 
     distance: np.ndarray
@@ -51,6 +55,8 @@ class PointHullBatch(NamedTuple):
     upper: np.ndarray
     done: np.ndarray
     iterations: np.ndarray
+    w: np.ndarray
+    scale: np.ndarray
 
 
 def _project_simplex_cols(Y: np.ndarray) -> np.ndarray:
@@ -66,7 +72,7 @@ def _project_simplex_cols(Y: np.ndarray) -> np.ndarray:
 
 
 def _certify(X: np.ndarray, P: np.ndarray, lam: np.ndarray):
-    """(U, L) per column of lam, recomputed from the points (not the Gram matrix)."""
+    """(U, L, W) per column of lam, recomputed from the points (not the Gram matrix)."""
     lam = np.maximum(lam, 0.0)
     lam = lam / lam.sum(axis=0, keepdims=True)
     W = P - lam.T @ X  # (m, d): p - q
@@ -75,7 +81,7 @@ def _certify(X: np.ndarray, P: np.ndarray, lam: np.ndarray):
     smin = np.einsum("md,md->m", W, P) - (W @ X.T).max(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         L = np.where(U > 0, smin / np.where(U > 0, U, 1.0), 0.0)
-    return U, L
+    return U, L, W
 
 
 def point_hull_batch(
@@ -106,19 +112,20 @@ def point_hull_batch(
     Xc = X - mu
     Pc = P - mu
     rx = float(np.sqrt((Xc**2).sum(axis=1).max()))
-    # R: the radius of {p} u X around the centroid.
-    scale = 2.0 * np.maximum(np.maximum(np.linalg.norm(Pc, axis=1), rx), 1e-300)
+    R = rx + 0.5 * np.linalg.norm(Pc, axis=1)
+    scale = 2.0 * np.where(R > 0, R, 1.0)  # the pair engine's convention
 
     U = np.full(m, np.inf)
     L = np.full(m, -np.inf)
     done = np.zeros(m, bool)
     iters = np.zeros(m, np.int64)
+    W = np.zeros_like(P)
     if n == 1:
-        U = np.linalg.norm(Pc - Xc[0], axis=1)
-        L = U.copy()
+        W = P - X[0]
+        U = np.linalg.norm(W, axis=1)
         inside = U <= tol * scale
         dist = np.where(inside, 0.0, U)
-        return PointHullBatch(dist, L, U, np.ones(m, bool), iters)
+        return PointHullBatch(dist, U.copy(), U, np.ones(m, bool), iters, W, scale)
 
     G = Xc @ Xc.T
     B = Xc @ Pc.T  # (n, m)
@@ -148,16 +155,16 @@ def point_hull_batch(
         x, t, f_prev = x_new, t_new, f
         it += 1
         if it % check_every == 0 or it == max_iter:
-            Uk, Lk = _certify(Xc, Pc[active], x)
+            Uk, Lk, Wk = _certify(Xc, Pc[active], x)
             iters[active] = it
-            U[active], L[active] = Uk, Lk
+            U[active], L[active], W[active] = Uk, Lk, Wk
             fin = (Uk <= tol * scale[active]) | (Uk - Lk <= rtol * Uk)
             done[active[fin]] = True
             keep = ~fin
             active, x, y, t, f_prev = active[keep], x[:, keep], y[:, keep], t[keep], f_prev[keep]
     inside = done & (U <= tol * scale)
     dist = np.where(done, np.where(inside, 0.0, U), np.nan)
-    return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters)
+    return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters, W, scale)
 
 
 def _power_max_eig(G: np.ndarray, n_iter: int = 100) -> float:

@@ -94,3 +94,30 @@ def test_nearest_clusters_agrees_with_brute_force(rng):
     assert np.array_equal(nearest, truth.argmin(1))
     assert np.allclose(dist, truth.min(1), rtol=1e-4, atol=1e-9)
     assert nearest[-1] == 2 and dist[-1] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["distance", "decide"])
+def test_engine_pairs_with_a_single_point_side(rng, mode):
+    """Pairs (point, hull), (hull, point) and (point, point) take the shared-Gram
+    path inside the engine: same answers as the QP, a hyperplane w.x = b that
+    separates A (w.a >= b) from B (w.b <= b), and the statuses of the engine."""
+    from geomcore import Status
+    from geomcore.solvers.pairs import solve_pairs
+
+    H = rng.normal(size=(25, 6))
+    sets = [H, rng.normal(size=(1, 6)) * 4, rng.normal(size=(1, 6)) * 4, H[3:4], H[:5].mean(0, keepdims=True)]
+    pairs = np.array([[1, 0], [0, 2], [1, 2], [3, 0], [0, 4]])
+    res = solve_pairs(sets, pairs, mode=mode, tol=1e-6, rtol=1e-6)
+    for k, (i, j) in enumerate(pairs):
+        A, B = sets[i], sets[j]
+        t = qp_distance(A, B) if lp_separable(A, B) else 0.0
+        assert res.lower[k] <= t + 1e-9 and t <= res.upper[k] + 1e-9
+        if t > 0:
+            assert res.separable[k] and abs(res.distance[k] - t) <= 1e-5 * t
+            w, b = res.w[k], res.b[k]
+            assert (A @ w).min() >= b - 1e-9 and (B @ w).max() <= b + 1e-9
+            want = Status.SEPARABLE if mode == "decide" else Status.CERTIFIED
+            assert res.status[k] == want
+        else:
+            assert not res.separable[k] and res.distance[k] == 0.0 and res.status[k] == Status.OVERLAP
+    assert not res.separable[3] and not res.separable[4]  # a member; a convex combination

@@ -213,9 +213,9 @@ class PointHullDistances(NamedTuple):
 
     distances: (p, C) float64, row i column k = dist(P[i], conv X[groups == groups_[k]]).
     groups: (C,) the group ids, in column order (sorted).
-    n_engine: how many (point, group) entries the shared-Gram solver left to
-      the general pair engine (groups larger than its limit, or not certified
-      within its budget); the engine escalates to HiGHS in turn.
+    n_engine: how many (point, group) entries the point-to-hull solvers left
+      to the general pair engine (not certified within their budgets); the
+      engine escalates to HiGHS in turn.
     """
 
     distances: np.ndarray
@@ -239,11 +239,12 @@ def point_hull_distances(
     0 where the point lies in the hull (up to ``tol``). DirectProbe predicts a
     point's label as the label of the nearest hull.
 
-    All points go against one hull at a time in float64 with the hull's Gram
-    matrix shared (:mod:`geomcore.solvers.point_hull`), certified like the
-    pair engine (U - L <= rtol * U, or U <= tol * scale: inside). Entries it
-    cannot certify, and hulls of more than ``MAX_GRAM`` points, go to the pair
-    engine (``dtype`` and ``shard`` apply there); ``n_engine`` counts them.
+    All points go against one hull at a time in float64
+    (:mod:`geomcore.solvers.point_hull`: the hull's Gram matrix shared for
+    hulls up to 512 points, per-point working sets above), certified like the
+    pair engine (U - L <= rtol * U, or U <= tol * scale: inside). Entries not
+    certified within those solvers' budgets go to the pair engine (``dtype``
+    and ``shard`` apply there); ``n_engine`` counts them.
     """
     from geomcore.solvers.point_hull import point_hull_matrix
 

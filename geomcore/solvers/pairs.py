@@ -347,7 +347,7 @@ def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide)
     Returns {pair index: (distance, lower, upper, separable, w, b, iterations,
     status, scale)} for the pairs certified; the others are left out.
     """
-    from geomcore.solvers.point_hull import MAX_GRAM, point_hull_batch
+    from geomcore.solvers.point_hull import solve_point_hull
 
     by_hull: dict[int, list[tuple[int, int, bool]]] = {}
     for k in idx:
@@ -359,10 +359,8 @@ def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide)
     out: dict = {}
     for hull, items in by_hull.items():
         X = sets[hull]
-        if X.shape[0] > MAX_GRAM:
-            continue
         P = np.concatenate([sets[p] for _, p, _ in items], axis=0)
-        res = point_hull_batch(P, X, tol=tol, rtol=rtol)
+        res = solve_point_hull(P, X, tol=tol, rtol=rtol)
         S = X @ res.w.T  # (n, m) scores of the hull on each pair's w = p - q
         sp = np.einsum("md,md->m", P, res.w)
         for r, (k, _, point_is_a) in enumerate(items):

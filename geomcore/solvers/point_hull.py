@@ -32,11 +32,22 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["PointHullBatch", "point_hull_batch", "point_hull_matrix", "MAX_GRAM"]
+__all__ = ["PointHullBatch", "point_hull_batch", "point_hull_ws_batch", "point_hull_matrix",
+           "solve_point_hull", "MAX_GRAM", "SHARED_MAX"]
 
-# Clusters larger than this are left to the general engine: the shared Gram
-# matrix would be MAX_GRAM^2 floats (128 MiB at 4096).
+# The shared Gram matrix is at most MAX_GRAM^2 floats (128 MiB at 4096).
 MAX_GRAM = 4096
+# Above this many hull points one iteration of the shared-Gram solver (n^2
+# per point) costs more than per-point working sets, whose supports hold a
+# few dozen members: hulls this large go to point_hull_ws_batch.
+SHARED_MAX = 512
+
+
+def solve_point_hull(P: np.ndarray, X: np.ndarray, *, tol: float, rtol: float) -> "PointHullBatch":
+    """Distances from every row of P to conv X, by whichever solver suits X's size."""
+    if X.shape[0] <= SHARED_MAX:
+        return point_hull_batch(P, X, tol=tol, rtol=rtol)
+    return point_hull_ws_batch(P, X, tol=tol, rtol=rtol)
 
 
 class PointHullBatch(NamedTuple):
@@ -167,6 +178,200 @@ def point_hull_batch(
     return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters, W, scale)
 
 
+def _project_simplex_rows(Y: np.ndarray) -> np.ndarray:
+    """Euclidean projection of every row of Y (..., n) onto the simplex."""
+    n = Y.shape[-1]
+    S = -np.sort(-Y, axis=-1)
+    css = np.cumsum(S, axis=-1) - 1.0
+    k = np.arange(1, n + 1, dtype=Y.dtype)
+    cond = S - css / k > 0
+    rho = n - 1 - np.argmax(cond[..., ::-1], axis=-1)
+    tau = np.take_along_axis(css, rho[..., None], axis=-1) / (rho[..., None] + 1)
+    return np.maximum(Y - tau, 0.0)
+
+
+def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *, rtol: float,
+                u_abs: np.ndarray, max_iter: int, check_every: int = 25) -> tuple[np.ndarray, int]:
+    """min_lam f(lam) = 1/2 lam^T G_r lam - b_r^T lam over the simplex, for every row r.
+
+    G: (a, K, K), b: (a, K), lam: (a, K) warm start, pp: (a,) |p|^2, so that
+    the squared distance of the iterate is U^2 = 2 f + pp. With w = p - q the
+    Frank-Wolfe gap max_i <w, x_i> - <w, q> equals U (U - L) for the slab
+    certificate L on the working set, so a row stops when it is at most
+    rtol * U^2 / 2 (half the final criterion U - L <= rtol U, leaving room
+    for members outside the working set), or when U <= u_abs (inside). The
+    certificates on all points are the caller's; this only saves work.
+    """
+    lip = np.linalg.eigvalsh(G)[:, -1]
+    step = 1.0 / np.maximum(lip, 1e-300)
+    x = lam
+    y = lam.copy()
+    t = np.ones(lam.shape[0])
+    f_prev = np.full(lam.shape[0], np.inf)
+    live = np.ones(lam.shape[0], bool)
+    it = 0
+    while it < max_iter and live.any():
+        Gy = np.einsum("akj,aj->ak", G, y)
+        x_new = _project_simplex_rows(y - step[:, None] * (Gy - b))
+        x_new[~live] = x[~live]
+        Gx = np.einsum("akj,aj->ak", G, x_new)
+        f = 0.5 * np.einsum("ak,ak->a", x_new, Gx) - np.einsum("ak,ak->a", x_new, b)
+        restart = f > f_prev
+        t_new = np.where(restart, 1.0, 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t)))
+        beta = np.where(restart | ~live, 0.0, (t - 1.0) / t_new)
+        y = x_new + beta[:, None] * (x_new - x)
+        x, t, f_prev = x_new, t_new, f
+        it += 1
+        if it % check_every == 0:
+            x, Gx, f, polished = _polish(G, b, x, Gx, f, live)
+            y[polished] = x[polished]
+            t[polished] = 1.0
+            f_prev = f
+            g = Gx - b
+            fw_gap = np.einsum("ak,ak->a", x, g) - g.min(axis=1)
+            u2 = np.maximum(2.0 * f + pp, 0.0)
+            live &= (fw_gap > rtol * u2 / 2.0) & (u2 > u_abs**2)
+    return x, it
+
+
+def _polish(G, b, x, Gx, f, live):
+    """One Newton step on each row's support: the exact minimiser over the
+    affine hull of the members with weight, taken where it stays in the
+    simplex and lowers f. FISTA finds the support long before it converges
+    on it; this step finishes the job (as in Wolfe's minimum-norm-point
+    algorithm). A tiny ridge keeps affinely dependent supports solvable."""
+    a, K = x.shape
+    S = (x > 0) & live[:, None]
+    M = np.zeros((a, K + 1, K + 1))
+    both = S[:, :, None] & S[:, None, :]
+    M[:, :K, :K] = np.where(both, G, 0.0)
+    diag = np.arange(K)
+    ridge = 1e-12 * np.maximum(np.einsum("akk->a", G), 1e-300)
+    M[:, diag, diag] += np.where(S, ridge[:, None], 1.0)
+    M[:, K, :K] = S
+    M[:, :K, K] = S
+    M[:, K, K] = np.where(S.any(axis=1), 0.0, 1.0)
+    rhs = np.concatenate([np.where(S, b, 0.0), S.any(axis=1, keepdims=True).astype(float)], axis=1)
+    sol = np.linalg.solve(M, rhs[:, :, None])[:, :K, 0]
+    cand = np.where(S, sol, 0.0)
+    Gc = np.einsum("akj,aj->ak", G, cand)
+    fc = 0.5 * np.einsum("ak,ak->a", cand, Gc) - np.einsum("ak,ak->a", cand, b)
+    ok = live & S.any(axis=1) & np.all(cand >= 0, axis=1) & (fc < f)
+    x = np.where(ok[:, None], cand, x)
+    Gx = np.where(ok[:, None], Gc, Gx)
+    f = np.where(ok, fc, f)
+    return x, Gx, f, ok
+
+
+def point_hull_ws_batch(
+    P: np.ndarray,
+    X: np.ndarray,
+    *,
+    tol: float,
+    rtol: float,
+    k0: int = 32,
+    k_add: int = 32,
+    k_max: int = 1024,
+    inner_iter: int = 1000,
+    max_rounds: int = 30,
+    block: int = 1 << 23,
+) -> PointHullBatch:
+    """Certified distances from every row of P to conv(rows of X), for large X.
+
+    Each point keeps a working set of hull members (at first its k0 nearest);
+    the small problems on them are solved for all points at once (FISTA on a
+    stack of (K x K) Gram matrices, gathered from X's Gram matrix when X has
+    at most MAX_GRAM points), and every answer is verified in float64 on *all*
+    members (one (m x d) @ (d x n) product per round: the certificates of the
+    module docstring). Then each working set becomes its support (the members
+    with weight) plus the ``k_add`` members that most violate the slab, padded
+    to a shared size K (power of 2) with the next most violating: the optimum
+    depends only on the support (at most d + 1 points, usually a few dozen),
+    so K stays far below n. Points not certified within ``max_rounds`` rounds
+    or with a support beyond ``k_max`` are returned undone.
+    """
+    P = np.asarray(P, np.float64)
+    X = np.asarray(X, np.float64)
+    m, n = P.shape[0], X.shape[0]
+    mu = X.mean(axis=0)
+    Xc = X - mu
+    Pc = P - mu
+    rx = float(np.sqrt((Xc**2).sum(axis=1).max()))
+    R = rx + 0.5 * np.linalg.norm(Pc, axis=1)
+    scale = 2.0 * np.where(R > 0, R, 1.0)
+    U = np.full(m, np.inf)
+    L = np.full(m, -np.inf)
+    W = np.zeros_like(P)
+    done = np.zeros(m, bool)
+    iters = np.zeros(m, np.int64)
+    G_full = Xc @ Xc.T if n <= MAX_GRAM else None
+    sq = (Xc**2).sum(axis=1)
+    chunk = max(1, block // max(n, k_max * 8))
+    for c0 in range(0, m, chunk):
+        rows = np.arange(c0, min(m, c0 + chunk))
+        Pa = Pc[rows]
+        pp = np.einsum("ad,ad->a", Pa, Pa)
+        K = min(_pow2(k0), n)
+        D2 = sq[None, :] - 2.0 * (Pa @ Xc.T)
+        idx = np.argpartition(D2, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (rows.size, 1))
+        order = np.argsort(np.take_along_axis(D2, idx, axis=1), axis=1)
+        idx = np.take_along_axis(idx, order, axis=1)
+        lam = np.zeros(idx.shape)
+        lam[:, 0] = 1.0  # start at the nearest member
+        act = np.arange(rows.size)
+        for _ in range(max_rounds):
+            if G_full is not None:
+                G = G_full[idx[:, :, None], idx[:, None, :]]
+            else:
+                Xw = Xc[idx]
+                G = Xw @ np.swapaxes(Xw, 1, 2)
+            b = Pa[act] @ Xc.T  # (a, n), gathered below; also <p, x_i> for the scores
+            bw = np.take_along_axis(b, idx, axis=1)
+            lam, it = _fista_rows(G, bw, lam, pp[act], rtol=rtol, u_abs=0.5 * tol * scale[rows[act]],
+                                  max_iter=inner_iter)
+            g = rows[act]
+            iters[g] += it
+            lam = np.maximum(lam, 0.0)
+            lam /= lam.sum(axis=1, keepdims=True)
+            Q = np.einsum("ak,akd->ad", lam, Xc[idx])
+            Wa = Pa[act] - Q
+            Ua = np.linalg.norm(Wa, axis=1)
+            S = Wa @ Xc.T  # (a, n): <w, x_i>
+            with np.errstate(invalid="ignore", divide="ignore"):
+                La = np.where(Ua > 0, (np.einsum("ad,ad->a", Wa, Pa[act]) - S.max(axis=1))
+                              / np.where(Ua > 0, Ua, 1.0), 0.0)
+            U[g], L[g], W[g] = Ua, La, Wa
+            fin = (Ua <= tol * scale[g]) | (Ua - La <= rtol * Ua)
+            done[g[fin]] = True
+            keep = ~fin
+            if not keep.any():
+                break
+            act, idx, lam, S, Q, Wa = act[keep], idx[keep], lam[keep], S[keep], Q[keep], Wa[keep]
+            # New working set: the support, then members by how far they pass
+            # q's level towards p (<w, x_i> - <w, q> > 0 violates optimality).
+            prio = S - np.einsum("ad,ad->a", Wa, Q)[:, None]
+            support = lam > 0
+            n_support = int(support.sum(axis=1).max())
+            if n_support + k_add > k_max:
+                break
+            K = min(_pow2(n_support + k_add), n)
+            np.put_along_axis(prio, idx, np.where(support, np.inf, prio[np.arange(prio.shape[0])[:, None], idx]),
+                              axis=1)
+            new = np.argpartition(-prio, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (act.size, 1))
+            # Carry the weights of members that stay (every support member does).
+            full = np.zeros((act.size, n))
+            np.put_along_axis(full, idx, lam, axis=1)
+            lam_new = np.take_along_axis(full, new, axis=1)
+            idx, lam = new, lam_new / lam_new.sum(axis=1, keepdims=True)
+    inside = done & (U <= tol * scale)
+    dist = np.where(done, np.where(inside, 0.0, U), np.nan)
+    return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters, W, scale)
+
+
+def _pow2(n: int) -> int:
+    return 1 << (max(int(n), 1) - 1).bit_length()
+
+
 def _power_max_eig(G: np.ndarray, n_iter: int = 100) -> float:
     """An upper bound on the largest eigenvalue of a PSD matrix (power iteration, padded 1%)."""
     v = np.ones(G.shape[0]) / np.sqrt(G.shape[0])
@@ -195,9 +400,11 @@ def point_hull_matrix(
     """(m, C) distances from every row of P to every hull in ``sets``.
 
     ``candidates`` (m, C) bool restricts the work to the marked entries (the
-    rest stay nan). Entries this solver cannot certify (hulls larger than
-    MAX_GRAM, or points not done within ``max_iter``) are nan and listed in
+    rest stay nan). Entries these solvers cannot certify within their budgets
+    are nan and listed in
     the returned (k, 2) array of (point, set) indices for the general engine.
+    Hulls of at most SHARED_MAX points use the shared-Gram solver, larger ones
+    per-point working sets (:func:`point_hull_ws_batch`).
     Test points are processed in chunks so the (n x chunk) iterates stay
     within ``block`` floats.
     """
@@ -215,8 +422,12 @@ def point_hull_matrix(
         if rows.size == 0:
             continue
         X = np.asarray(sets[c], np.float64)
-        if X.shape[0] > MAX_GRAM:
-            rest.append(np.stack([rows, np.full(rows.size, c)], axis=1))
+        if X.shape[0] > SHARED_MAX:
+            out = point_hull_ws_batch(P[rows], X, tol=tol, rtol=rtol)
+            D[rows, c] = out.distance
+            bad = rows[~out.done]
+            if bad.size:
+                rest.append(np.stack([bad, np.full(bad.size, c)], axis=1))
             continue
         chunk = max(1, block // max(X.shape[0], 1))
         for s in range(0, rows.size, chunk):

@@ -71,13 +71,33 @@ def test_budget_exhausted_goes_to_the_engine(rng):
             assert abs(D[i, c] - t) <= 1e-4 * t + 1e-9
 
 
-def test_large_hulls_are_counted_and_still_right(rng, monkeypatch):
-    monkeypatch.setattr(ph, "MAX_GRAM", 10)
-    X = np.vstack([rng.normal(size=(30, 4)), rng.normal(size=(5, 4)) + 4])
-    g = np.repeat([0, 1], [30, 5])
-    P = rng.normal(size=(6, 4)) * 3
+@pytest.mark.parametrize("n,d", [(60, 5), (300, 40)])
+def test_working_sets_grow_to_the_right_answer(rng, n, d):
+    """Working sets start at 2 members per point, so the answer needs rounds
+    of violators joining; it must still match the QP."""
+    X = rng.normal(size=(n, d))
+    inside = rng.dirichlet(np.ones(n), size=2) @ X
+    P = np.vstack([rng.normal(size=(10, d)) * 3, inside])
+    out = ph.point_hull_ws_batch(P, X, tol=1e-6, rtol=1e-6, k0=2)
+    assert out.done.all()
+    for i, p in enumerate(P):
+        t = _truth(p, X)
+        assert out.lower[i] <= t + 1e-9 and t <= out.upper[i] + 1e-9
+        assert abs(out.distance[i] - t) <= 1e-5 * t + 1e-9
+    assert np.all(out.distance[-2:] == 0.0)
+
+
+def test_working_set_budget_goes_to_the_engine(rng, monkeypatch):
+    """Large hulls take the working-set path; with its sets capped below the
+    support, points stay undone, are counted, and the engine's answer is right."""
+    X = np.vstack([rng.normal(size=(40, 8)), rng.normal(size=(6, 8)) + 4])
+    g = np.repeat([0, 1], [40, 6])
+    P = rng.normal(size=(6, 8)) * 3
+    monkeypatch.setattr(ph, "SHARED_MAX", 10)
+    real = ph.point_hull_ws_batch
+    monkeypatch.setattr(ph, "point_hull_ws_batch", lambda P, X, **kw: real(P, X, k0=1, k_max=1, **kw))
     out = geomcore.point_hull_distances(P, X, g)
-    assert out.n_engine == 6  # every point against the 30-point hull
+    assert out.n_engine > 0
     for i in range(6):
         for c in (0, 1):
             t = _truth(P[i], X[g == c])

@@ -305,10 +305,12 @@ def solve_pairs(
 
     Pairs with a single point on one side (test points, singleton clusters)
     are solved together per hull by the shared-Gram solver
-    (:mod:`geomcore.solvers.point_hull`), with the same certificates, scale
-    and statuses; the rest, and any such pair it cannot certify within its
-    budget, go through the working-set engine (:func:`_solve_general`, whose
-    docstring lists ``budget``'s keys). With ``any_only`` every pair takes the
+    (:mod:`geomcore.solvers.point_hull`); pairs of at most SMALL_MAX points in
+    all are solved whole, in batches (:mod:`geomcore.solvers.small_pairs`);
+    both give the same certificates, scale and statuses. The rest, and any
+    pair those cannot certify within their budgets, go through the
+    working-set engine (:func:`_solve_general`, whose docstring lists
+    ``budget``'s keys). With ``any_only`` every pair takes the
     general path, which can stop at the first overlap.
     """
     if mode not in ("distance", "decide"):
@@ -318,12 +320,20 @@ def solve_pairs(
               progress=progress, **budget)
     if any_only or pairs.shape[0] == 0:
         return _solve_general(sets, pairs, **kw)
+    from geomcore.solvers.small_pairs import SMALL_MAX, solve_small_pairs
+
     sizes = np.array([sets[int(i)].shape[0] for i in range(len(sets))])
     single = (sizes[pairs[:, 0]] == 1) | (sizes[pairs[:, 1]] == 1)
-    if not single.any():
+    small = ~single & (sizes[pairs[:, 0]] + sizes[pairs[:, 1]] <= SMALL_MAX)
+    if not (single.any() or small.any()):
         return _solve_general(sets, pairs, **kw)
-    fast = _point_pairs(sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol,
-                        decide=mode == "decide")
+    fast = {}
+    if single.any():
+        fast.update(_point_pairs(sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol,
+                                 decide=mode == "decide"))
+    if small.any():
+        fast.update(solve_small_pairs(sets, pairs, np.flatnonzero(small), tol=tol, rtol=rtol,
+                                      decide=mode == "decide"))
     rest = np.setdiff1d(np.arange(pairs.shape[0]), np.fromiter(fast, np.int64, len(fast)))
     d = sets[0].shape[1]
     m = pairs.shape[0]

@@ -18,7 +18,13 @@ from ground_truth import lp_separable
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_second_call_in_same_bucket_does_not_recompile(rng):
+def test_second_call_in_same_bucket_does_not_recompile(rng, monkeypatch):
+    # Pairs this small normally go to the batched small-pair solver (numpy, no
+    # compiles); this test is about the working-set engine's shapes, so it is
+    # switched off here.
+    import geomcore.solvers.small_pairs as small_pairs
+
+    monkeypatch.setattr(small_pairs, "SMALL_MAX", 0)
     # Sets of 17..32 points fit one working-set bucket (K = 32); 3 pairs pad to 4.
     def run(sizes):
         X = np.vstack([rng.normal(size=(n, 13)) + 0.8 * k for k, n in enumerate(sizes)])
@@ -55,8 +61,11 @@ _SCRIPT = textwrap.dedent(
     import jax
     import geomcore
     import geomcore.solvers.pairs as gp
-    # Tiny blocks (4 pairs at K = 8) so that the 28 pairs really spread over devices.
+    import geomcore.solvers.small_pairs as sp
+    # Tiny blocks (4 pairs at K = 8) so that the 28 pairs really spread over
+    # devices; small pairs would otherwise be solved on the host, unsharded.
     gp._batch_floats = lambda: 384
+    sp.SMALL_MAX = 0
     rng = np.random.default_rng(5)
     sizes = rng.integers(2, 70, size=8)
     X = np.vstack([rng.normal(size=(n, 6)) + 1.5 * rng.normal(size=6) for n in sizes])

@@ -1,0 +1,78 @@
+"""Pairs of small hulls solved whole in batches, against independent ground truth.
+
+Oracles (tests/ground_truth.py): HiGHS for separability, clarabel's QP for
+distances, and simplices at a known gap (closed form).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geomcore import Status
+from geomcore.solvers.pairs import solve_pairs
+from geomcore.solvers.small_pairs import solve_small_pairs
+from ground_truth import lp_separable, qp_distance, simplices_at_gap
+
+
+def _random_pairs(rng, d):
+    sets, pairs = [], []
+    for k in range(12):
+        na, nb = rng.integers(2, 40, size=2)
+        A = rng.normal(size=(na, d))
+        shift = rng.choice([0.0, 0.5, 3.0, 8.0])
+        B = rng.normal(size=(nb, d)) + shift * rng.normal(size=d) / np.sqrt(d) * 2
+        sets += [A * 10 + 100, B * 10 + 100]
+        pairs.append([2 * k, 2 * k + 1])
+    return sets, np.array(pairs)
+
+
+@pytest.mark.parametrize("d", [3, 30])
+@pytest.mark.parametrize("mode", ["distance", "decide"])
+def test_matches_highs_and_qp(rng, d, mode):
+    sets, pairs = _random_pairs(rng, d)
+    out = solve_small_pairs(sets, pairs, np.arange(len(pairs)), tol=1e-6, rtol=1e-6,
+                            decide=mode == "decide")
+    assert len(out) >= len(pairs) - 1  # almost all certified here; the rest go to the engine
+    for k, row in out.items():
+        dist, lower, upper, sep, w, b, _, status, scale = row
+        A, B = sets[pairs[k, 0]], sets[pairs[k, 1]]
+        truth_sep = lp_separable(A, B)
+        if sep:
+            assert truth_sep, k
+            assert (A @ w).min() >= b - 1e-9 * scale and (B @ w).max() <= b + 1e-9 * scale
+            t = qp_distance(A, B)
+            assert lower <= t * (1 + 1e-7) + 1e-9 and t <= upper * (1 + 1e-7) + 1e-9
+            if mode == "distance":
+                assert status == Status.CERTIFIED and abs(dist - t) <= 1e-5 * t
+            else:
+                assert status == Status.SEPARABLE
+        else:
+            assert status == Status.OVERLAP and dist == 0.0
+            # Overlap up to tol: either HiGHS agrees, or two hull points lie within tol * scale.
+            assert (not truth_sep) or qp_distance(A, B) <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("gap", [1.0, 1e-3])
+def test_simplices_at_known_gap(rng, gap):
+    A, B = simplices_at_gap(6, gap, rng, n_extra=5)
+    out = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-9, rtol=1e-7, decide=False)
+    assert abs(out[0][0] - gap) <= 1e-6 * gap
+
+
+def test_shared_point_is_an_exact_overlap(rng):
+    A = rng.normal(size=(10, 5))
+    B = np.vstack([rng.normal(size=(6, 5)) + 10, A[4:5]])
+    out = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-6, rtol=1e-4, decide=False)
+    assert out[0][7] == Status.OVERLAP and out[0][2] == 0.0
+
+
+def test_engine_routes_small_pairs_and_keeps_order(rng):
+    """solve_pairs mixes single-point, small and large pairs; every row gets its own answer."""
+    big = rng.normal(size=(300, 4))
+    sets = [rng.normal(size=(20, 4)), rng.normal(size=(15, 4)) + 6, big + 9, rng.normal(size=(1, 4)) - 5]
+    pairs = np.array([[0, 1], [2, 0], [3, 1], [1, 2], [0, 3]])
+    res = solve_pairs(sets, pairs, mode="distance", tol=1e-6, rtol=1e-6)
+    for k, (i, j) in enumerate(pairs):
+        t = qp_distance(sets[i], sets[j])
+        assert abs(res.distance[k] - t) <= 1e-5 * t, (k, res.distance[k], t)

@@ -328,12 +328,14 @@ def solve_pairs(
     if not (single.any() or small.any()):
         return _solve_general(sets, pairs, **kw)
     fast = {}
+    n_escalated = 0
     if single.any():
         fast.update(_point_pairs(sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol,
                                  decide=mode == "decide"))
     if small.any():
-        fast.update(solve_small_pairs(sets, pairs, np.flatnonzero(small), tol=tol, rtol=rtol,
-                                      decide=mode == "decide"))
+        solved, n_escalated = solve_small_pairs(sets, pairs, np.flatnonzero(small), tol=tol, rtol=rtol,
+                                                decide=mode == "decide")
+        fast.update(solved)
     rest = np.setdiff1d(np.arange(pairs.shape[0]), np.fromiter(fast, np.int64, len(fast)))
     d = sets[0].shape[1]
     m = pairs.shape[0]
@@ -342,12 +344,11 @@ def solve_pairs(
     for k, row in fast.items():
         for f, v in zip(HullResults._fields[:-1], row):
             getattr(out, f)[k] = v
-    n_escalated = 0
     if rest.size:
         res = _solve_general(sets, pairs[rest], **kw)
         for f in HullResults._fields[:-1]:
             getattr(out, f)[rest] = getattr(res, f)
-        n_escalated = res.n_escalated
+        n_escalated += res.n_escalated
     return out._replace(n_escalated=n_escalated)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from geomcore.results import Status
 from geomcore.solvers.certificates import certificate
+from geomcore.solvers.exact_lp import lp_decide
 
 __all__ = ["SMALL_MAX", "solve_small_pairs"]
 
@@ -85,50 +86,56 @@ def _polish(G, x, f, ka, live):
 
 
 def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, check_every=25):
-    """Batched FISTA on (m, K, d) signed, scaled pairs. Returns z (m, K) and done (m,)."""
+    """Batched FISTA on (m, K, d) signed, scaled pairs. Returns z (m, K) and iterations (m,).
+
+    Rows that finish leave the batch at each check, so a hard pair does not
+    keep the easy ones iterating.
+    """
     m, K, _ = Z.shape
-    G = Z @ np.swapaxes(Z, 1, 2)
-    lip = np.linalg.eigvalsh(G)[:, -1]
-    step = 1.0 / np.maximum(lip, 1e-300)
+    G_all = Z @ np.swapaxes(Z, 1, 2)
+    lip = np.linalg.eigvalsh(G_all)[:, -1]
+    step_all = 1.0 / np.maximum(lip, 1e-300)
     ia = np.zeros(K, bool)
     ia[:ka] = True
     # Start at the two centroids.
-    x = mask / np.where(ia[None, :], mask[:, :ka].sum(1, keepdims=True), mask[:, ka:].sum(1, keepdims=True))
+    x_all = mask / np.where(ia[None, :], mask[:, :ka].sum(1, keepdims=True), mask[:, ka:].sum(1, keepdims=True))
+    iters = np.zeros(m, np.int64)
+    act = np.arange(m)
+    G, step, msk, x = G_all, step_all, mask, x_all.copy()
     y = x.copy()
     t = np.ones(m)
     f_prev = np.full(m, np.inf)
-    live = np.ones(m, bool)
     it = 0
-    while it < max_iter and live.any():
+    while it < max_iter and act.size:
         Gy = np.einsum("akj,aj->ak", G, y)
-        x_new = _project_blocks(y - step[:, None] * Gy, ka, mask)
-        x_new[~live] = x[~live]
+        x_new = _project_blocks(y - step[:, None] * Gy, ka, msk)
         f = 0.5 * np.einsum("ak,ak->a", x_new, np.einsum("akj,aj->ak", G, x_new))
         restart = f > f_prev
         t_new = np.where(restart, 1.0, 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t)))
-        beta = np.where(restart | ~live, 0.0, (t - 1.0) / t_new)
+        beta = np.where(restart, 0.0, (t - 1.0) / t_new)
         y = x_new + beta[:, None] * (x_new - x)
         x, t, f_prev = x_new, t_new, f
         it += 1
-        if it % check_every == 0:
-            x, f, pol = _polish(G, x, f, ka, live)
+        if it % check_every == 0 or it == max_iter:
+            x, f, pol = _polish(G, x, f, ka, np.ones(act.size, bool))
             y[pol] = x[pol]
             t[pol] = 1.0
             f_prev = f
-            # Gap of the slab certificate in scaled units: with w = Z^T x,
-            # s_i = <w, z_i> (signed rows), U (U - L) = max over both sides of
-            # x.s - min s on each side... computed per side below.
-            g = np.einsum("akj,aj->ak", G, x)  # g_i = <w, z_i>
+            # With w = Z^T x and g = G x, g_i = <w, z_i>: on A rows <w, a_i>,
+            # on B rows -<w, b_j>; so min_A <w,a> - max_B <w,b> = ga + gb = L U
+            # and U^2 = 2 f: the certificate's gap is U (U - L) = u2 - (ga + gb).
+            g = np.einsum("akj,aj->ak", G, x)
             u2 = np.maximum(2.0 * f, 0.0)
-            ga = np.where(mask & ia[None, :], g, np.inf).min(axis=1)
-            gb = np.where(mask & ~ia[None, :], g, np.inf).min(axis=1)
-            # min_A <w,a> - max_B <w,b> = ga + gb (B rows are negated), and
-            # U^2 = <w, u - v> = x.g, so U (U - L) = u2 - (ga + gb).
-            gap = u2 - (ga + gb)
+            ga = np.where(msk & ia[None, :], g, np.inf).min(axis=1)
+            gb = np.where(msk & ~ia[None, :], g, np.inf).min(axis=1)
             sep = (ga + gb) > 0
-            fin = (u2 <= tol_s**2) | ((gap <= rtol * u2 / 2.0) & sep) | (decide & sep)
-            live &= ~fin
-    return x, it
+            fin = (u2 <= tol_s**2) | ((u2 - (ga + gb) <= rtol * u2 / 2.0) & sep) | (decide & sep)
+            fin |= it >= max_iter
+            x_all[act] = x
+            iters[act] = it
+            keep = ~fin
+            act, G, step, msk, x, y, t, f_prev = (v[keep] for v in (act, G, step, msk, x, y, t, f_prev))
+    return x_all, iters
 
 
 def _shared_row(rows: dict, sets, i: int, j: int):
@@ -142,12 +149,16 @@ def _shared_row(rows: dict, sets, i: int, j: int):
 
 
 def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, rtol: float,
-                      decide: bool, max_iter: int = 2000) -> dict:
+                      decide: bool, max_iter: int = 600, escalate: bool = True) -> tuple[dict, int]:
     """Pairs ``pairs[idx]`` with at most SMALL_MAX points in all, solved in batches.
 
-    Returns {pair index: (distance, lower, upper, separable, w, b, iterations,
-    status, scale)} for the pairs certified (the pair engine's fields, caller's
-    units); the others are left out for the working-set engine.
+    Returns ({pair index: (distance, lower, upper, separable, w, b,
+    iterations, status, scale)}, n_escalated): the pair engine's fields in the
+    caller's units for every pair decided here. Pairs not certified within
+    ``max_iter`` are decided by HiGHS (``Status.EXACT_LP``, counted); in
+    "distance" mode the separable ones among them get 30x the iterations,
+    and any still not certified are left out for the working-set engine.
+    ``escalate=False`` leaves every uncertified pair out.
     """
     stats: dict[int, tuple] = {}
 
@@ -159,6 +170,8 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
         return stats[s]
 
     out: dict = {}
+    n_escalated = 0
+    retry: list[int] = []
     groups: dict[tuple[int, int], list[int]] = {}
     rows: dict[int, np.ndarray] = {}
     for k in idx:
@@ -214,8 +227,35 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                     status, sep = Status.OVERLAP, False
                 elif cert.lower > 0 and (decide or cert.upper - cert.lower <= rtol * cert.upper):
                     status, sep = (Status.SEPARABLE if decide else Status.CERTIFIED), True
+                elif not escalate:
+                    continue
                 else:
+                    # Not certified within the budget: HiGHS decides (small LPs).
+                    # Nearly touching or thinly overlapping pairs are where
+                    # first-order iterations crawl and the LP is decisive.
+                    c, R = centers[r], radii[r]
+                    lp = lp_decide((A - c) / R, (B - c) / R, np.arange(A.shape[0]), np.arange(B.shape[0]))
+                    n_escalated += 1
+                    if lp.separable and not decide:
+                        retry.append(k)  # separable but thin: more iterations below
+                        continue
+                    w, off, lower = cert.w, cert.offset, 0.0
+                    if lp.separable:
+                        sa, sb = A @ lp.w, B @ lp.w
+                        nrm = float(np.linalg.norm(lp.w))
+                        lower = max(float((sa.min() - sb.max()) / nrm), max(cert.lower, 0.0))
+                        w, off = lp.w / nrm, float(0.5 * (sa.min() + sb.max()) / nrm)
+                    out[k] = (cert.upper if lp.separable else 0.0, lower, cert.upper, bool(lp.separable),
+                              w, off, int(it[r]), int(Status.EXACT_LP), scale)
                     continue
                 out[k] = (cert.upper if sep else 0.0, max(cert.lower, 0.0) if sep else 0.0, cert.upper, sep,
-                          cert.w, cert.offset, it, int(status), scale)
-    return out
+                          cert.w, cert.offset, int(it[r]), int(status), scale)
+    if retry:
+        # Thin separable pairs: their distance converges, only slowly. A
+        # longer run on these few rows is cheaper than the working-set
+        # engine; what still fails goes there.
+        more, _ = solve_small_pairs(sets, pairs, np.array(retry), tol=tol, rtol=rtol, decide=decide,
+                                    max_iter=30 * max_iter, escalate=False)
+        for k, row in more.items():
+            out[k] = row[:7] + (int(Status.EXACT_LP),) + row[8:]
+    return out, n_escalated

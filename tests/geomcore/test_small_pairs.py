@@ -31,9 +31,9 @@ def _random_pairs(rng, d):
 @pytest.mark.parametrize("mode", ["distance", "decide"])
 def test_matches_highs_and_qp(rng, d, mode):
     sets, pairs = _random_pairs(rng, d)
-    out = solve_small_pairs(sets, pairs, np.arange(len(pairs)), tol=1e-6, rtol=1e-6,
-                            decide=mode == "decide")
-    assert len(out) >= len(pairs) - 1  # almost all certified here; the rest go to the engine
+    out, _ = solve_small_pairs(sets, pairs, np.arange(len(pairs)), tol=1e-6, rtol=1e-6,
+                               decide=mode == "decide")
+    assert len(out) >= len(pairs) - 1  # almost all decided here; the rest go to the engine
     for k, row in out.items():
         dist, lower, upper, sep, w, b, _, status, scale = row
         A, B = sets[pairs[k, 0]], sets[pairs[k, 1]]
@@ -46,9 +46,9 @@ def test_matches_highs_and_qp(rng, d, mode):
             if mode == "distance":
                 assert status == Status.CERTIFIED and abs(dist - t) <= 1e-5 * t
             else:
-                assert status == Status.SEPARABLE
+                assert status in (Status.SEPARABLE, Status.EXACT_LP)
         else:
-            assert status == Status.OVERLAP and dist == 0.0
+            assert status in (Status.OVERLAP, Status.EXACT_LP) and dist == 0.0
             # Overlap up to tol: either HiGHS agrees, or two hull points lie within tol * scale.
             assert (not truth_sep) or qp_distance(A, B) <= 1e-6 * scale
 
@@ -56,15 +56,15 @@ def test_matches_highs_and_qp(rng, d, mode):
 @pytest.mark.parametrize("gap", [1.0, 1e-3])
 def test_simplices_at_known_gap(rng, gap):
     A, B = simplices_at_gap(6, gap, rng, n_extra=5)
-    out = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-9, rtol=1e-7, decide=False)
+    out, _ = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-9, rtol=1e-7, decide=False)
     assert abs(out[0][0] - gap) <= 1e-6 * gap
 
 
 def test_shared_point_is_an_exact_overlap(rng):
     A = rng.normal(size=(10, 5))
     B = np.vstack([rng.normal(size=(6, 5)) + 10, A[4:5]])
-    out = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-6, rtol=1e-4, decide=False)
-    assert out[0][7] == Status.OVERLAP and out[0][2] == 0.0
+    out, n_lp = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-6, rtol=1e-4, decide=False)
+    assert out[0][7] == Status.OVERLAP and out[0][2] == 0.0 and n_lp == 0
 
 
 def test_engine_routes_small_pairs_and_keeps_order(rng):
@@ -76,3 +76,26 @@ def test_engine_routes_small_pairs_and_keeps_order(rng):
     for k, (i, j) in enumerate(pairs):
         t = qp_distance(sets[i], sets[j])
         assert abs(res.distance[k] - t) <= 1e-5 * t, (k, res.distance[k], t)
+
+
+def test_budget_exhausted_is_decided_by_highs(rng):
+    """With 1 iteration nothing is certified: overlapping pairs are decided by
+    HiGHS (EXACT_LP, counted); separable ones are left for the engine in
+    distance mode and decided by the LP in decide mode."""
+    A = rng.normal(size=(30, 5))
+    B_over = rng.normal(size=(25, 5)) + 0.3  # interpenetrating clouds: overlap
+    B_sep = rng.normal(size=(25, 5)) + np.array([3.0, 0, 0, 0, 0])
+    assert not lp_separable(A, B_over)
+    sets = [A, B_over, B_sep]
+    pairs = np.array([[0, 1], [0, 2]])
+    out, n_lp = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=False, max_iter=1)
+    assert out[0][7] == Status.EXACT_LP and not out[0][3] and out[0][0] == 0.0
+    sep_truth = lp_separable(A, B_sep)
+    if sep_truth and 1 in out:  # refined by the longer second run
+        assert out[1][7] == Status.EXACT_LP and abs(out[1][0] - qp_distance(A, B_sep)) <= 1e-6 * out[1][0]
+    assert n_lp == 2
+    out, _ = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=True, max_iter=1)
+    assert out[1][3] == sep_truth
+    if sep_truth:
+        w, b = out[1][4], out[1][5]
+        assert (A @ w).min() >= b - 1e-9 and (B_sep @ w).max() <= b + 1e-9 and out[1][1] > 0

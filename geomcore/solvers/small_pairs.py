@@ -57,28 +57,41 @@ def _project_blocks(Y: np.ndarray, ka: int, mask: np.ndarray) -> np.ndarray:
 
 
 def _polish(G, x, f, ka, live):
-    """Newton step on each row's support with the two constraints sum a = sum b = 1."""
+    """Newton step on each row's support with the two constraints sum a = sum b = 1.
+
+    The KKT system is built on the support only (members first, padded to the
+    largest support in the batch): supports hold a few points where K may be
+    hundreds, and the solve is cubic in its size.
+    """
     m, K = x.shape
     S = (x > 0) & live[:, None]
-    M = np.zeros((m, K + 2, K + 2))
-    M[:, :K, :K] = np.where(S[:, :, None] & S[:, None, :], G, 0.0)
-    diag = np.arange(K)
+    ns = S.sum(axis=1)
+    s = int(ns.max()) if m else 0
+    if s == 0:
+        return x, f, np.zeros(m, bool)
+    # Support indices first (stable: in index order), padded with non-support.
+    idx = np.argsort(~S, axis=1, kind="stable")[:, :s]
+    valid = np.take_along_axis(S, idx, axis=1)
+    Gs = np.take_along_axis(np.take_along_axis(G, idx[:, :, None], axis=1), idx[:, None, :], axis=2)
+    M = np.zeros((m, s + 2, s + 2))
+    M[:, :s, :s] = np.where(valid[:, :, None] & valid[:, None, :], Gs, 0.0)
+    diag = np.arange(s)
     ridge = 1e-12 * np.maximum(np.einsum("akk->a", G), 1e-300)
-    M[:, diag, diag] += np.where(S, ridge[:, None], 1.0)
-    ia = np.zeros(K, bool)
-    ia[:ka] = True
-    for r, side in ((K, ia), (K + 1, ~ia)):
-        c = (S & side[None, :]).astype(float)
-        M[:, r, :K] = c
-        M[:, :K, r] = c
-    has = S.any(axis=1)
-    M[:, K, K] = np.where(has, 0.0, 1.0)
-    M[:, K + 1, K + 1] = np.where(has, 0.0, 1.0)
-    rhs = np.zeros((m, K + 2))
-    rhs[:, K] = has
-    rhs[:, K + 1] = has
-    sol = np.linalg.solve(M, rhs[:, :, None])[:, :K, 0]
-    cand = np.where(S, sol, 0.0)
+    M[:, diag, diag] += np.where(valid, ridge[:, None], 1.0)
+    on_a = idx < ka
+    for r, side in ((s, on_a), (s + 1, ~on_a)):
+        c = (valid & side).astype(float)
+        M[:, r, :s] = c
+        M[:, :s, r] = c
+    has = ns > 0
+    M[:, s, s] = np.where(has, 0.0, 1.0)
+    M[:, s + 1, s + 1] = np.where(has, 0.0, 1.0)
+    rhs = np.zeros((m, s + 2))
+    rhs[:, s] = has
+    rhs[:, s + 1] = has
+    sol = np.linalg.solve(M, rhs[:, :, None])[:, :s, 0]
+    cand = np.zeros_like(x)
+    np.put_along_axis(cand, idx, np.where(valid, sol, 0.0), axis=1)
     Gc = np.einsum("akj,aj->ak", G, cand)
     fc = 0.5 * np.einsum("ak,ak->a", cand, Gc)
     ok = live & has & np.all(cand >= 0, axis=1) & (fc < f)

@@ -265,13 +265,21 @@ def point_hull_distances(
 
 
 def _engine_point_hull(P, hulls, entries, *, tol, rtol, dtype=None, shard=None, progress=False):
-    """Distances of (point, hull) entries through the general pair engine."""
+    """Distances of (point, hull) entries through the working-set engine.
+
+    These are the entries the point-to-hull solvers could not certify, so
+    they skip ``solve_pairs``' routing, which would hand them to those
+    solvers again.
+    """
+    from geomcore.solvers.pairs import _solve_general
+
     pts = np.unique(entries[:, 0])
     slot = {int(i): k for k, i in enumerate(pts)}
     sets = [P[i : i + 1] for i in pts] + list(hulls)
     pairs = np.stack([[slot[int(i)] for i in entries[:, 0]], pts.size + entries[:, 1]], axis=1)
-    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dtype,
-                      sharding=_sharding(shard), progress=progress)
+    res = _solve_general(sets, pairs, mode="distance", tol=tol, rtol=rtol,
+                         dtype=np.float32 if dtype is None else dtype,
+                         sharding=_sharding(shard), progress=progress)
     return np.asarray(res.distance, dtype=np.float64)
 
 

@@ -120,6 +120,16 @@ def _stats(X: np.ndarray) -> _SetStats:
     return _SetStats(mu, r)
 
 
+def _pair_frame(si: _SetStats, sj: _SetStats) -> tuple[np.ndarray, float]:
+    """The pair's centre (midpoint of the means) and radius R (every point of
+    both sets lies within R of it; 1.0 for two identical points). The scale
+    of ``tol`` is 2R."""
+    center = 0.5 * (si.mean + sj.mean)
+    radius = max(si.radius + float(np.linalg.norm(si.mean - center)),
+                 sj.radius + float(np.linalg.norm(sj.mean - center)))
+    return center, radius if radius > 0 else 1.0
+
+
 def _initial_working_set(X: np.ndarray, direction: np.ndarray, k: int, lowest: bool) -> np.ndarray:
     if X.shape[0] <= k:
         return np.arange(X.shape[0])
@@ -455,9 +465,7 @@ def _solve_general(
             if s not in stats:
                 stats[s] = _stats(sets[s])
         si, sj = stats[i], stats[j]
-        center = 0.5 * (si.mean + sj.mean)
-        radius = max(si.radius + float(np.linalg.norm(si.mean - center)),
-                     sj.radius + float(np.linalg.norm(sj.mean - center)))
+        center, radius = _pair_frame(si, sj)
         direction = si.mean - sj.mean
         if not np.any(direction):
             direction = np.zeros(d)
@@ -470,7 +478,7 @@ def _solve_general(
         else:
             ia = _initial_working_set(sets[i], direction, working_set, lowest=True)
             ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
-        p = _Pair(int(i), int(j), center, radius if radius > 0 else 1.0, ia, ib,
+        p = _Pair(int(i), int(j), center, radius, ia, ib,
                   np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype)
         work.append(p)
 

@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geomcore.solvers.pairs import _bucket
+
 __all__ = ["PointHullBatch", "point_hull_batch", "point_hull_ws_batch", "point_hull_matrix",
            "solve_point_hull", "MAX_GRAM", "SHARED_MAX"]
 
@@ -70,16 +72,22 @@ class PointHullBatch(NamedTuple):
     scale: np.ndarray
 
 
-def _project_simplex_cols(Y: np.ndarray) -> np.ndarray:
-    """Euclidean projection of every column of Y (n x m) onto the simplex."""
-    n = Y.shape[0]
-    S = -np.sort(-Y, axis=0)
-    css = np.cumsum(S, axis=0) - 1.0
-    k = np.arange(1, n + 1, dtype=Y.dtype)[:, None]
-    cond = S - css / k > 0
-    rho = n - 1 - np.argmax(cond[::-1], axis=0)  # last index where cond holds
-    tau = css[rho, np.arange(Y.shape[1])] / (rho + 1)
-    return np.maximum(Y - tau[None, :], 0.0)
+def _frame(P: np.ndarray, X: np.ndarray):
+    """Float64 points centred at X's mean, and each point's scale for ``tol``:
+    the pair engine's 2R for ({p}, X), R = R_X + ||p - mean X|| / 2."""
+    P = np.asarray(P, np.float64)
+    X = np.asarray(X, np.float64)
+    mu = X.mean(axis=0)
+    Xc, Pc = X - mu, P - mu
+    R = float(np.sqrt((Xc**2).sum(axis=1).max())) + 0.5 * np.linalg.norm(Pc, axis=1)
+    return P, X, Xc, Pc, 2.0 * np.where(R > 0, R, 1.0)
+
+
+def _result(done, U, L, iters, W, scale, tol) -> "PointHullBatch":
+    """The batch's answer: 0 inside the hull (U <= tol * scale), nan where not done."""
+    inside = done & (U <= tol * scale)
+    dist = np.where(done, np.where(inside, 0.0, U), np.nan)
+    return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters, W, scale)
 
 
 def _certify(X: np.ndarray, P: np.ndarray, lam: np.ndarray):
@@ -114,18 +122,10 @@ def point_hull_batch(
       max_iter: FISTA iterations before the remaining points are given up.
       check_every: iterations between certificate checks.
     """
-    P = np.asarray(P, np.float64)
-    X = np.asarray(X, np.float64)
+    P, X, Xc, Pc, scale = _frame(P, X)
     m, n = P.shape[0], X.shape[0]
     if n > MAX_GRAM:
         raise ValueError(f"point_hull_batch: {n} hull points; at most {MAX_GRAM} (use the pair engine).")
-    mu = X.mean(axis=0)
-    Xc = X - mu
-    Pc = P - mu
-    rx = float(np.sqrt((Xc**2).sum(axis=1).max()))
-    R = rx + 0.5 * np.linalg.norm(Pc, axis=1)
-    scale = 2.0 * np.where(R > 0, R, 1.0)  # the pair engine's convention
-
     U = np.full(m, np.inf)
     L = np.full(m, -np.inf)
     done = np.zeros(m, bool)
@@ -134,13 +134,11 @@ def point_hull_batch(
     if n == 1:
         W = P - X[0]
         U = np.linalg.norm(W, axis=1)
-        inside = U <= tol * scale
-        dist = np.where(inside, 0.0, U)
-        return PointHullBatch(dist, U.copy(), U, np.ones(m, bool), iters, W, scale)
+        return _result(np.ones(m, bool), U, U.copy(), iters, W, scale, tol)
 
     G = Xc @ Xc.T
     B = Xc @ Pc.T  # (n, m)
-    lip = float(np.linalg.eigvalsh(G)[-1]) if n <= 512 else _power_max_eig(G)
+    lip = float(np.linalg.eigvalsh(G)[-1])
     step = 1.0 / max(lip, 1e-300)  # f(lam) = 0.5 ||Xc^T lam - p||^2, grad = G lam - b
     # Start at the nearest member (the best vertex).
     d2 = np.diag(G)[:, None] - 2.0 * B
@@ -155,7 +153,7 @@ def point_hull_batch(
     while active.size and it < max_iter:
         Bk = B[:, active]
         Gy = G @ y
-        x_new = _project_simplex_cols(y - step * (Gy - Bk))
+        x_new = _project_simplex_rows((y - step * (Gy - Bk)).T).T
         Gx = G @ x_new
         f = 0.5 * np.einsum("nm,nm->m", x_new, Gx) - np.einsum("nm,nm->m", x_new, Bk)
         # Adaptive restart (O'Donoghue & Candes): momentum off where f went up.
@@ -173,9 +171,7 @@ def point_hull_batch(
             done[active[fin]] = True
             keep = ~fin
             active, x, y, t, f_prev = active[keep], x[:, keep], y[:, keep], t[keep], f_prev[keep]
-    inside = done & (U <= tol * scale)
-    dist = np.where(done, np.where(inside, 0.0, U), np.nan)
-    return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters, W, scale)
+    return _result(done, U, L, iters, W, scale, tol)
 
 
 def _project_simplex_rows(Y: np.ndarray) -> np.ndarray:
@@ -290,15 +286,8 @@ def point_hull_ws_batch(
     so K stays far below n. Points not certified within ``max_rounds`` rounds
     or with a support beyond ``k_max`` are returned undone.
     """
-    P = np.asarray(P, np.float64)
-    X = np.asarray(X, np.float64)
+    P, X, Xc, Pc, scale = _frame(P, X)
     m, n = P.shape[0], X.shape[0]
-    mu = X.mean(axis=0)
-    Xc = X - mu
-    Pc = P - mu
-    rx = float(np.sqrt((Xc**2).sum(axis=1).max()))
-    R = rx + 0.5 * np.linalg.norm(Pc, axis=1)
-    scale = 2.0 * np.where(R > 0, R, 1.0)
     U = np.full(m, np.inf)
     L = np.full(m, -np.inf)
     W = np.zeros_like(P)
@@ -311,8 +300,9 @@ def point_hull_ws_batch(
         rows = np.arange(c0, min(m, c0 + chunk))
         Pa = Pc[rows]
         pp = np.einsum("ad,ad->a", Pa, Pa)
-        K = min(_pow2(k0), n)
-        D2 = sq[None, :] - 2.0 * (Pa @ Xc.T)
+        K = min(_bucket(k0), n)
+        PX = Pa @ Xc.T  # (rows, n) <p, x_i>: the nearest members now, the linear terms each round
+        D2 = sq[None, :] - 2.0 * PX
         idx = np.argpartition(D2, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (rows.size, 1))
         order = np.argsort(np.take_along_axis(D2, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
@@ -325,8 +315,7 @@ def point_hull_ws_batch(
             else:
                 Xw = Xc[idx]
                 G = Xw @ np.swapaxes(Xw, 1, 2)
-            b = Pa[act] @ Xc.T  # (a, n), gathered below; also <p, x_i> for the scores
-            bw = np.take_along_axis(b, idx, axis=1)
+            bw = np.take_along_axis(PX[act], idx, axis=1)
             lam, it = _fista_rows(G, bw, lam, pp[act], rtol=rtol, u_abs=0.5 * tol * scale[rows[act]],
                                   max_iter=inner_iter)
             g = rows[act]
@@ -354,7 +343,7 @@ def point_hull_ws_batch(
             n_support = int(support.sum(axis=1).max())
             if n_support + k_add > k_max:
                 break
-            K = min(_pow2(n_support + k_add), n)
+            K = min(_bucket(n_support + k_add), n)
             np.put_along_axis(prio, idx, np.where(support, np.inf, prio[np.arange(prio.shape[0])[:, None], idx]),
                               axis=1)
             new = np.argpartition(-prio, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (act.size, 1))
@@ -363,27 +352,7 @@ def point_hull_ws_batch(
             np.put_along_axis(full, idx, lam, axis=1)
             lam_new = np.take_along_axis(full, new, axis=1)
             idx, lam = new, lam_new / lam_new.sum(axis=1, keepdims=True)
-    inside = done & (U <= tol * scale)
-    dist = np.where(done, np.where(inside, 0.0, U), np.nan)
-    return PointHullBatch(dist, np.maximum(L, 0.0), U, done, iters, W, scale)
-
-
-def _pow2(n: int) -> int:
-    return 1 << (max(int(n), 1) - 1).bit_length()
-
-
-def _power_max_eig(G: np.ndarray, n_iter: int = 100) -> float:
-    """An upper bound on the largest eigenvalue of a PSD matrix (power iteration, padded 1%)."""
-    v = np.ones(G.shape[0]) / np.sqrt(G.shape[0])
-    lam = 0.0
-    for _ in range(n_iter):
-        z = G @ v
-        lam = float(np.linalg.norm(z))
-        if lam == 0:
-            return 0.0
-        v = z / lam
-    # Power iteration approaches from below; the row-sum bound is always valid.
-    return min(1.01 * lam, float(np.abs(G).sum(axis=1).max()))
+    return _result(done, U, L, iters, W, scale, tol)
 
 
 def point_hull_matrix(

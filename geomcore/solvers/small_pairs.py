@@ -28,6 +28,8 @@ import numpy as np
 from geomcore.results import Status
 from geomcore.solvers.certificates import certificate
 from geomcore.solvers.exact_lp import lp_decide
+from geomcore.solvers.pairs import _bucket, _pair_frame, _SetStats, _shared_point, _stats
+from geomcore.solvers.point_hull import _project_simplex_rows
 
 __all__ = ["SMALL_MAX", "solve_small_pairs"]
 
@@ -36,23 +38,13 @@ SMALL_MAX = 256
 _NEG = -1e30  # fill for padded entries before a simplex projection (data are O(1))
 
 
-def _pow2(n: int) -> int:
-    return 1 << (max(int(n), 1) - 1).bit_length()
-
-
 def _project_blocks(Y: np.ndarray, ka: int, mask: np.ndarray) -> np.ndarray:
     """Project Y[:, :ka] and Y[:, ka:] each onto its simplex (padded entries stay 0)."""
     out = np.empty_like(Y)
     for sl in (slice(0, ka), slice(ka, Y.shape[1])):
-        Z = np.where(mask[:, sl], Y[:, sl], _NEG)
-        n = Z.shape[1]
-        S = -np.sort(-Z, axis=1)
-        css = np.cumsum(S, axis=1) - 1.0
-        k = np.arange(1, n + 1, dtype=Y.dtype)
-        cond = S - css / k > 0
-        rho = n - 1 - np.argmax(cond[:, ::-1], axis=1)
-        tau = np.take_along_axis(css, rho[:, None], axis=1) / (rho[:, None] + 1)
-        out[:, sl] = np.where(mask[:, sl], np.maximum(Z - tau, 0.0), 0.0)
+        # Padded entries are filled far below any real one, so they fall
+        # outside the support and project to 0.
+        out[:, sl] = np.where(mask[:, sl], _project_simplex_rows(np.where(mask[:, sl], Y[:, sl], _NEG)), 0.0)
     return out
 
 
@@ -151,16 +143,6 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, check_every=25):
     return x_all, iters
 
 
-def _shared_row(rows: dict, sets, i: int, j: int):
-    """Indices of a row present (bitwise) in both sets[i] and sets[j], or None."""
-    for s in (i, j):
-        if s not in rows:
-            X = np.ascontiguousarray(sets[s])
-            rows[s] = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
-    common = np.intersect1d(rows[i], rows[j])
-    return None if common.size == 0 else common[0]
-
-
 def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, rtol: float,
                       decide: bool, max_iter: int = 600, escalate: bool = True) -> tuple[dict, int]:
     """Pairs ``pairs[idx]`` with at most SMALL_MAX points in all, solved in batches.
@@ -173,14 +155,13 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     and any still not certified are left out for the working-set engine.
     ``escalate=False`` leaves every uncertified pair out.
     """
-    stats: dict[int, tuple] = {}
+    stats: dict[int, _SetStats] = {}
 
-    def st(s):
-        if s not in stats:
-            X = sets[s]
-            mu = X.mean(axis=0)
-            stats[s] = (mu, float(np.sqrt(((X - mu) ** 2).sum(axis=1).max())))
-        return stats[s]
+    def frame(i: int, j: int) -> tuple[np.ndarray, float]:
+        for t in (i, j):
+            if t not in stats:
+                stats[t] = _stats(sets[t])
+        return _pair_frame(stats[i], stats[j])
 
     out: dict = {}
     n_escalated = 0
@@ -189,17 +170,13 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     rows: dict[int, np.ndarray] = {}
     for k in idx:
         i, j = int(pairs[k, 0]), int(pairs[k, 1])
-        shared = _shared_row(rows, sets, i, j)
-        if shared is not None:
+        if _shared_point(rows, sets, i, j) is not None:
             # An identical point on both sides: u = v, an exact overlap.
-            (mi, ri), (mj, rj) = st(i), st(j)
-            c = 0.5 * (mi + mj)
-            R = max(ri + float(np.linalg.norm(mi - c)), rj + float(np.linalg.norm(mj - c)))
             out[int(k)] = (0.0, 0.0, 0.0, False, np.zeros(sets[i].shape[1]), 0.0, 0,
-                           int(Status.OVERLAP), 2.0 * (R if R > 0 else 1.0))
+                           int(Status.OVERLAP), 2.0 * frame(i, j)[1])
             continue
         # One padded size for both sides: few groups, at most 2x padding.
-        kk = _pow2(max(sets[i].shape[0], sets[j].shape[0]))
+        kk = _bucket(max(sets[i].shape[0], sets[j].shape[0]))
         groups.setdefault((kk, kk), []).append(int(k))
     d = sets[int(pairs[idx[0], 0])].shape[1] if len(idx) else 0
     for (ka, kb), ks in sorted(groups.items()):
@@ -213,10 +190,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
             centers, radii = [], []
             for r, k in enumerate(part):
                 i, j = int(pairs[k, 0]), int(pairs[k, 1])
-                (mi, ri), (mj, rj) = st(i), st(j)
-                c = 0.5 * (mi + mj)
-                R = max(ri + float(np.linalg.norm(mi - c)), rj + float(np.linalg.norm(mj - c)))
-                R = R if R > 0 else 1.0
+                c, R = frame(i, j)
                 A, B = sets[i], sets[j]
                 Z[r, : A.shape[0]] = (A - c) / R
                 Z[r, ka : ka + B.shape[0]] = -(B - c) / R

@@ -246,8 +246,6 @@ def point_hull_distances(
     certified within those solvers' budgets go to the pair engine (``dtype``
     and ``shard`` apply there); ``n_engine`` counts them.
     """
-    from geomcore.solvers.point_hull import point_hull_matrix
-
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X = as_points(X, "X")
     P = as_points(P, "P", width=X.shape[1], min_rows=0)
@@ -257,20 +255,30 @@ def point_hull_distances(
     if P.shape[0] == 0:
         return PointHullDistances(np.zeros((0, C)), ids)
     hulls = [by_id[int(g)] for g in ids]
-    D, undone = point_hull_matrix(P, hulls, tol=tol, rtol=rtol, progress=progress)
-    if undone.shape[0]:
-        D[undone[:, 0], undone[:, 1]] = _engine_point_hull(P, hulls, undone, tol=tol, rtol=rtol,
-                                                           dtype=dt, shard=shard, progress=progress)
-    return PointHullDistances(D, ids, int(undone.shape[0]))
+    D, n_engine = _point_hull_matrix(P, hulls, tol=tol, rtol=rtol, dtype=dt, shard=shard,
+                                     progress=progress)
+    return PointHullDistances(D, ids, n_engine)
+
+
+def _point_hull_matrix(P, hulls, *, tol, rtol, candidates=None, dtype=None, shard=None, progress=False):
+    """(m, C) certified distances of P's rows to the hulls (nan off ``candidates``)
+    and how many entries went to the working-set engine.
+
+    The point-to-hull solvers answer first; the entries they could not
+    certify go straight to the working-set engine (not through
+    ``solve_pairs``' routing, which would hand them to those solvers again).
+    """
+    from geomcore.solvers.point_hull import point_hull_matrix
+
+    D, entries = point_hull_matrix(P, hulls, tol=tol, rtol=rtol, candidates=candidates, progress=progress)
+    if entries.shape[0]:
+        D[entries[:, 0], entries[:, 1]] = _engine_point_hull(P, hulls, entries, tol=tol, rtol=rtol, dtype=dtype,
+                                                             shard=shard, progress=progress)
+    return D, int(entries.shape[0])
 
 
 def _engine_point_hull(P, hulls, entries, *, tol, rtol, dtype=None, shard=None, progress=False):
-    """Distances of (point, hull) entries through the working-set engine.
-
-    These are the entries the point-to-hull solvers could not certify, so
-    they skip ``solve_pairs``' routing, which would hand them to those
-    solvers again.
-    """
+    """Distances of (point, hull) entries by the working-set engine."""
     from geomcore.solvers.pairs import _solve_general
 
     pts = np.unique(entries[:, 0])

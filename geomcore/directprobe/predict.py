@@ -88,13 +88,9 @@ def nearest_clusters(
     upper[np.flatnonzero(has), own[has]] = 0.0
     cand = (lower <= upper.min(axis=1, keepdims=True)) & ~np.isfinite(D)
     if cand.any():
-        from geomcore.distances import _engine_point_hull
-        from geomcore.solvers.point_hull import point_hull_matrix
+        from geomcore.distances import _point_hull_matrix
 
-        hulls = [X[m] for m in members]
-        Dc, undone = point_hull_matrix(Pv, hulls, tol=tol, rtol=rtol, candidates=cand)
-        if undone.shape[0]:
-            Dc[undone[:, 0], undone[:, 1]] = _engine_point_hull(Pv, hulls, undone, tol=tol, rtol=rtol)
+        Dc, _ = _point_hull_matrix(Pv, [X[m] for m in members], tol=tol, rtol=rtol, candidates=cand)
         D[cand] = Dc[cand]
     nearest = np.argmin(D, axis=1)  # first minimum: the lower id on ties
     return nearest.astype(np.int64), D[np.arange(p), nearest]

@@ -298,6 +298,11 @@ def _update(sets, p: _Pair, *, tol, rtol, decide, grow_floor) -> bool:
     return False
 
 
+# A hull meeting fewer single points than this goes to the small-pair solver
+# (when the pair is small enough for it).
+_POINTS_PER_HULL = 8
+
+
 def solve_pairs(
     sets: Sequence[np.ndarray],
     pairs: np.ndarray,
@@ -334,7 +339,16 @@ def solve_pairs(
 
     sizes = np.array([sets[int(i)].shape[0] for i in range(len(sets))])
     single = (sizes[pairs[:, 0]] == 1) | (sizes[pairs[:, 1]] == 1)
-    small = ~single & (sizes[pairs[:, 0]] + sizes[pairs[:, 1]] <= SMALL_MAX)
+    fits = sizes[pairs[:, 0]] + sizes[pairs[:, 1]] <= SMALL_MAX
+    if single.any():
+        # The point-to-hull solver pays off when many points meet one hull
+        # (test points against clusters); a hull that meets only a few single
+        # points (a singleton label among labels) is cheaper in the batches of
+        # the small-pair solver.
+        hull = np.where(sizes[pairs[:, 0]] == 1, pairs[:, 1], pairs[:, 0])
+        per_hull = np.bincount(hull[single], minlength=len(sets))
+        single &= ~(fits & (per_hull[hull] < _POINTS_PER_HULL))
+    small = ~single & fits
     if not (single.any() or small.any()):
         return _solve_general(sets, pairs, **kw)
     fast = {}

@@ -13,12 +13,18 @@ adaptive restart, and at every check a Newton step on each pair's support
 it stays feasible and lowers f). No working sets are needed, so there is no
 per-pair Python in the iterations: this is what makes the label-distance
 matrices of the streamed geometry (hundreds of label pairs of a few to a few
-dozen points per layer) cheap.
+dozen points per layer) cheap. Each iteration costs one batched matvec (G y
+is carried along with y).
+
+Most pairs finish in under 100 iterations; the few that do not (thin gaps,
+slivers of overlap, where FISTA's O(1/k^2) crawls) are finished one by one
+by a primal active-set method started from FISTA's iterate, which is exact
+after a few support changes. HiGHS only sees what that cannot certify.
 
 Every answer is certified on the caller's points in float64 exactly as in the
 pair engine (:mod:`certificates`): U = ||u - v||, L the slab of w = u - v.
-Pairs not certified within the budget are returned as undone for the
-working-set engine (which escalates to HiGHS).
+Pairs not certified at all are returned as undone for the working-set engine
+(which escalates to HiGHS).
 """
 
 from __future__ import annotations
@@ -40,12 +46,24 @@ _NEG = -1e30  # fill for padded entries before a simplex projection (data are O(
 
 def _project_blocks(Y: np.ndarray, ka: int, mask: np.ndarray) -> np.ndarray:
     """Project Y[:, :ka] and Y[:, ka:] each onto its simplex (padded entries stay 0)."""
-    out = np.empty_like(Y)
-    for sl in (slice(0, ka), slice(ka, Y.shape[1])):
-        # Padded entries are filled far below any real one, so they fall
-        # outside the support and project to 0.
-        out[:, sl] = np.where(mask[:, sl], _project_simplex_rows(np.where(mask[:, sl], Y[:, sl], _NEG)), 0.0)
-    return out
+    m, K = Y.shape
+    # Padded entries are filled far below any real one, so they fall outside
+    # the support and project to 0.
+    Yf = np.where(mask, Y, _NEG)
+    if 2 * ka == K:
+        # Both sides padded to one size (the usual grouping): one call on (2m, ka).
+        out = _project_simplex_rows(Yf.reshape(2 * m, ka)).reshape(m, K)
+    else:
+        out = np.concatenate([_project_simplex_rows(Yf[:, :ka]), _project_simplex_rows(Yf[:, ka:])], axis=1)
+    return np.where(mask, out, 0.0)
+
+
+def _matvec(G: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Row-wise G_r x_r for a stack (m, K, K) x (m, K)."""
+    # einsum's own loop beats batched BLAS gemv for large K, not for small.
+    if G.shape[1] >= 128:
+        return np.einsum("akj,aj->ak", G, x)
+    return np.matmul(G, x[:, :, None])[:, :, 0]
 
 
 def _polish(G, x, f, ka, live):
@@ -90,7 +108,60 @@ def _polish(G, x, f, ka, live):
     return np.where(ok[:, None], cand, x), np.where(ok, fc, f), ok
 
 
-def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, check_every=25):
+def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: int) -> np.ndarray:
+    """Primal active-set method for one pair: min 1/2 z^T G z, z >= 0, sum_A z = sum_B z = 1.
+
+    Started from a feasible z (FISTA's iterate), it solves the equality-
+    constrained problem on the free set (the KKT system, least squares when
+    the support is affinely dependent), steps back to the boundary when that
+    minimiser leaves z >= 0 (dropping the blocking points), and otherwise adds
+    the point with the most negative reduced gradient g_i - nu_side (g = G z,
+    nu the side's multiplier). It ends in finitely many steps at the exact
+    minimiser, where first-order methods crawl (thin gaps, slivers of
+    overlap). Only unpadded entries are passed in. Returns the last feasible
+    z and the number of steps; the caller certifies z on the points, so
+    stopping early is safe.
+    """
+    z = x.copy()
+    free = z > 0
+    scale = max(float(np.trace(G)), 1e-300)
+    steps = 0
+    while steps < max_steps:
+        steps += 1
+        F = np.flatnonzero(free)
+        s = F.size
+        M = np.zeros((s + 2, s + 2))
+        M[:s, :s] = G[np.ix_(F, F)]
+        M[s, :s] = M[:s, s] = on_a[F]
+        M[s + 1, :s] = M[:s, s + 1] = ~on_a[F]
+        rhs = np.zeros(s + 2)
+        rhs[s:] = 1.0
+        sol = np.linalg.lstsq(M, rhs, rcond=None)[0]
+        zf = sol[:s]
+        if np.all(zf >= 0):
+            z = np.zeros_like(z)
+            z[F] = zf
+            g = G @ z
+            # nu_side = <z, g> on that side (sum z = 1 there), the side's multiplier.
+            nu = np.where(on_a, z[on_a] @ g[on_a], z[~on_a] @ g[~on_a])
+            r = np.where(free, np.inf, g - nu)
+            i = int(np.argmin(r))
+            if not r[i] < -1e-15 * scale:
+                break
+            free[i] = True
+        else:
+            cur = z[F]
+            neg = zf < 0
+            alpha = np.min(cur[neg] / (cur[neg] - zf[neg]))
+            z[F] = np.maximum(cur + alpha * (zf - cur), 0.0)
+            # The blocking points (and any at zero) leave the free set; each
+            # side keeps at least one point because its weights sum to 1.
+            z[F[z[F] <= 1e-15 * np.abs(cur).max()]] = 0.0
+            free = z > 0
+    return z, steps
+
+
+def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, check_every=25):
     """Batched FISTA on (m, K, d) signed, scaled pairs. Returns z (m, K) and iterations (m,).
 
     Rows that finish leave the batch at each check, so a hard pair does not
@@ -108,52 +179,70 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, check_every=25):
     act = np.arange(m)
     G, step, msk, x = G_all, step_all, mask, x_all.copy()
     y = x.copy()
+    # G y is kept alongside y (a linear combination of G x and the previous
+    # G x), so each iteration costs one batched matvec, not two.
+    gx = _matvec(G, x)
+    gy = gx.copy()
     t = np.ones(m)
     f_prev = np.full(m, np.inf)
     it = 0
     while it < max_iter and act.size:
-        Gy = np.einsum("akj,aj->ak", G, y)
-        x_new = _project_blocks(y - step[:, None] * Gy, ka, msk)
-        f = 0.5 * np.einsum("ak,ak->a", x_new, np.einsum("akj,aj->ak", G, x_new))
+        x_new = _project_blocks(y - step[:, None] * gy, ka, msk)
+        gx_new = _matvec(G, x_new)
+        f = 0.5 * np.einsum("ak,ak->a", x_new, gx_new)
         restart = f > f_prev
         t_new = np.where(restart, 1.0, 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t)))
-        beta = np.where(restart, 0.0, (t - 1.0) / t_new)
-        y = x_new + beta[:, None] * (x_new - x)
-        x, t, f_prev = x_new, t_new, f
+        beta = np.where(restart, 0.0, (t - 1.0) / t_new)[:, None]
+        y = x_new + beta * (x_new - x)
+        gy = gx_new + beta * (gx_new - gx)
+        x, gx, t, f_prev = x_new, gx_new, t_new, f
         it += 1
         if it % check_every == 0 or it == max_iter:
             x, f, pol = _polish(G, x, f, ka, np.ones(act.size, bool))
-            y[pol] = x[pol]
-            t[pol] = 1.0
-            f_prev = f
             # With w = Z^T x and g = G x, g_i = <w, z_i>: on A rows <w, a_i>,
             # on B rows -<w, b_j>; so min_A <w,a> - max_B <w,b> = ga + gb = L U
             # and U^2 = 2 f: the certificate's gap is U (U - L) = u2 - (ga + gb).
-            g = np.einsum("akj,aj->ak", G, x)
+            gx = _matvec(G, x)
+            y[pol], gy[pol], t[pol] = x[pol], gx[pol], 1.0
+            f_prev = f
             u2 = np.maximum(2.0 * f, 0.0)
-            ga = np.where(msk & ia[None, :], g, np.inf).min(axis=1)
-            gb = np.where(msk & ~ia[None, :], g, np.inf).min(axis=1)
+            ga = np.where(msk & ia[None, :], gx, np.inf).min(axis=1)
+            gb = np.where(msk & ~ia[None, :], gx, np.inf).min(axis=1)
             sep = (ga + gb) > 0
             fin = (u2 <= tol_s**2) | ((u2 - (ga + gb) <= rtol * u2 / 2.0) & sep) | (decide & sep)
-            fin |= it >= max_iter
+            if it >= max_iter:
+                # Out of budget: the active-set method finishes what is left
+                # (exactly, in a few support changes), from FISTA's iterate.
+                extra = np.zeros(act.size, np.int64)
+                for r in np.flatnonzero(~fin) if finish else ():
+                    mk = msk[r]
+                    x[r, mk], extra[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
+                                                     max_steps=4 * int(mk.sum()))
+                fin[:] = True
+            else:
+                extra = 0
             x_all[act] = x
-            iters[act] = it
+            iters[act] = it + extra
             keep = ~fin
-            act, G, step, msk, x, y, t, f_prev = (v[keep] for v in (act, G, step, msk, x, y, t, f_prev))
+            act, G, step, msk, x, gx, y, gy, t, f_prev = (
+                v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev))
     return x_all, iters
 
 
 def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, rtol: float,
-                      decide: bool, max_iter: int = 600, escalate: bool = True) -> tuple[dict, int]:
+                      decide: bool, max_iter: int = 150, finish: bool = True,
+                      escalate: bool = True) -> tuple[dict, int]:
     """Pairs ``pairs[idx]`` with at most SMALL_MAX points in all, solved in batches.
 
     Returns ({pair index: (distance, lower, upper, separable, w, b,
     iterations, status, scale)}, n_escalated): the pair engine's fields in the
     caller's units for every pair decided here. Pairs not certified within
-    ``max_iter`` are decided by HiGHS (``Status.EXACT_LP``, counted); in
-    "distance" mode the separable ones among them get 30x the iterations,
-    and any still not certified are left out for the working-set engine.
-    ``escalate=False`` leaves every uncertified pair out.
+    ``max_iter`` FISTA iterations are finished by the active-set method
+    (``finish``; ``iterations`` then counts its steps too). What that cannot
+    certify is decided by HiGHS (``Status.EXACT_LP``, counted); in "distance"
+    mode the separable ones among them get 30x the iterations, and any still
+    not certified are left out for the working-set engine. ``escalate=False``
+    leaves every uncertified pair out.
     """
     stats: dict[int, _SetStats] = {}
 
@@ -199,7 +288,8 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                 centers.append(c)
                 radii.append(R)
             # tol is relative to scale = 2R; in units of R that is 2 tol.
-            x, it = _solve_group(Z, mask, ka, tol_s=2.0 * tol, rtol=rtol, decide=decide, max_iter=max_iter)
+            x, it = _solve_group(Z, mask, ka, tol_s=2.0 * tol, rtol=rtol, decide=decide, max_iter=max_iter,
+                                 finish=finish)
             for r, k in enumerate(part):
                 i, j = int(pairs[k, 0]), int(pairs[k, 1])
                 A, B = sets[i], sets[j]
@@ -242,7 +332,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
         # longer run on these few rows is cheaper than the working-set
         # engine; what still fails goes there.
         more, _ = solve_small_pairs(sets, pairs, np.array(retry), tol=tol, rtol=rtol, decide=decide,
-                                    max_iter=30 * max_iter, escalate=False)
+                                    max_iter=30 * max_iter, finish=finish, escalate=False)
         for k, row in more.items():
             out[k] = row[:7] + (int(Status.EXACT_LP),) + row[8:]
     return out, n_escalated

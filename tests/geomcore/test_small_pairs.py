@@ -79,23 +79,53 @@ def test_engine_routes_small_pairs_and_keeps_order(rng):
 
 
 def test_budget_exhausted_is_decided_by_highs(rng):
-    """With 1 iteration nothing is certified: overlapping pairs are decided by
-    HiGHS (EXACT_LP, counted); separable ones are left for the engine in
-    distance mode and decided by the LP in decide mode."""
+    """With 1 iteration and no active-set finish nothing is certified:
+    overlapping pairs are decided by HiGHS (EXACT_LP, counted); separable ones
+    are left for the engine in distance mode and decided by the LP in decide
+    mode."""
     A = rng.normal(size=(30, 5))
     B_over = rng.normal(size=(25, 5)) + 0.3  # interpenetrating clouds: overlap
     B_sep = rng.normal(size=(25, 5)) + np.array([3.0, 0, 0, 0, 0])
     assert not lp_separable(A, B_over)
     sets = [A, B_over, B_sep]
     pairs = np.array([[0, 1], [0, 2]])
-    out, n_lp = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=False, max_iter=1)
+    out, n_lp = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=False, max_iter=1,
+                                finish=False)
     assert out[0][7] == Status.EXACT_LP and not out[0][3] and out[0][0] == 0.0
     sep_truth = lp_separable(A, B_sep)
     if sep_truth and 1 in out:  # refined by the longer second run
         assert out[1][7] == Status.EXACT_LP and abs(out[1][0] - qp_distance(A, B_sep)) <= 1e-6 * out[1][0]
     assert n_lp == 2
-    out, _ = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=True, max_iter=1)
+    out, _ = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=True, max_iter=1,
+                               finish=False)
     assert out[1][3] == sep_truth
     if sep_truth:
         w, b = out[1][4], out[1][5]
         assert (A @ w).min() >= b - 1e-9 and (B_sep @ w).max() <= b + 1e-9 and out[1][1] > 0
+
+
+@pytest.mark.parametrize("gap", [1e-2, 1e-5])
+def test_active_set_finishes_what_fista_leaves(rng, gap):
+    """After a single FISTA step the active-set method alone must reach the
+    exact answer: a thin known gap (simplices, closed form), an
+    interpenetrating pair (HiGHS: overlap) and random separable pairs (QP),
+    all certified without HiGHS."""
+    A, B = simplices_at_gap(8, gap, rng, n_extra=20)
+    C = rng.normal(size=(30, 8))
+    D = rng.normal(size=(25, 8)) + 0.3
+    E = rng.normal(size=(12, 8)) + 1.5 * rng.normal(size=8)
+    assert not lp_separable(C, D)
+    sets = [A, B, C, D, E]
+    pairs = np.array([[0, 1], [2, 3], [2, 4], [3, 4]])
+    out, n_lp = solve_small_pairs(sets, pairs, np.arange(4), tol=1e-9, rtol=1e-8, decide=False, max_iter=1)
+    assert n_lp == 0 and len(out) == 4
+    assert out[0][7] == Status.CERTIFIED and abs(out[0][0] - gap) <= 1e-6 * gap
+    assert out[1][7] == Status.OVERLAP and out[1][0] == 0.0
+    for k in (2, 3):
+        P, Q = sets[pairs[k, 0]], sets[pairs[k, 1]]
+        if lp_separable(P, Q):
+            t = qp_distance(P, Q)
+            assert out[k][7] == Status.CERTIFIED and abs(out[k][0] - t) <= 1e-6 * t
+            assert out[k][6] > 1  # the active-set steps are counted
+        else:
+            assert out[k][7] == Status.OVERLAP

@@ -14,6 +14,9 @@ corpora under ``$FINETUNE_DATA_DIR`` (default <repo>/../shared/data):
   step; reports seconds per step and per probe (cold and warm), the short
   run's probing fraction, and the fraction they imply for the README's run
   (full schedule, probe every ``FINETUNE_BENCH_RUN_PROBE_EVERY`` = 40 steps).
+  ``FINETUNE_BENCH_MAX_TRAIN_EXAMPLES`` / ``FINETUNE_BENCH_MAX_TEST_EXAMPLES``
+  slice the corpora as ``--max-train-examples`` / ``--max-test-examples`` do
+  (the study's ``quick`` preset uses POS 4000 / 1000).
 
 Each run checks what it produced (finite losses, a complete and well-formed
 geometry log). Run:
@@ -90,6 +93,8 @@ def test_finetune_throughput(benchmark, task, tmp_path):
     info = {
         "task": task,
         "steps": steps,
+        "max_train_examples": cfg.max_train_examples,
+        "max_test_examples": cfg.max_test_examples,
         "train_sentences_per_second": res.train_sentences_per_second,
         "forward_sentences_per_second": anchor,
         "train_over_forward": res.train_sentences_per_second / anchor,
@@ -98,6 +103,11 @@ def test_finetune_throughput(benchmark, task, tmp_path):
     benchmark.extra_info.update(info)
     print(f"\n{task}: fine-tuning {info['train_sentences_per_second']:.2f} sentences/s, "
           f"inference {anchor:.2f} sentences/s, ratio {info['train_over_forward']:.3f}")
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def run_probe_steps(total_steps: int, every: int) -> list[int]:
@@ -127,7 +137,9 @@ def test_streaming_overhead(benchmark, task, tmp_path):
     steps = int(os.environ.get("FINETUNE_BENCH_STEPS", "8"))
     run_every = int(os.environ.get("FINETUNE_BENCH_RUN_PROBE_EVERY", "40"))
     cfg = TrainConfig(task=task, out_dir=tmp_path / "run", model=_model(), data_dir=data_dir(),
-                      max_steps=steps, probe_every=steps, progress=False, save_model=False)
+                      max_steps=steps, probe_every=steps, progress=False, save_model=False,
+                      max_train_examples=_env_int("FINETUNE_BENCH_MAX_TRAIN_EXAMPLES"),
+                      max_test_examples=_env_int("FINETUNE_BENCH_MAX_TEST_EXAMPLES"))
     out = []
     benchmark.pedantic(lambda: out.append(train(cfg)), rounds=1, iterations=1)
     res = out[-1]
@@ -156,6 +168,8 @@ def test_streaming_overhead(benchmark, task, tmp_path):
     info = {
         "task": task,
         "steps": steps,
+        "max_train_examples": cfg.max_train_examples,
+        "max_test_examples": cfg.max_test_examples,
         "wall_seconds": res.wall_seconds,
         "train_seconds": res.train_seconds,
         "seconds_per_step": step_s,

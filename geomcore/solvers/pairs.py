@@ -567,6 +567,11 @@ def _solve_general(
     return _collect(work, m, d, n_escalated)
 
 
+# Points per side, extreme along the solver's current direction, added to an
+# escalated pair's first LP (bench: the escalations of PUD POS DirectProbe).
+_LP_SEED = 384
+
+
 def _escalate(sets, p: _Pair, decide: bool) -> None:
     A, B = sets[p.i], sets[p.j]
     # Centred and scaled so HiGHS's absolute tolerances mean the same on any data.
@@ -576,6 +581,12 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
     support_b = p.ib[p.b > 1e-9] if p.b.size else p.ib
     ia = np.union1d(p.ia, support_a)
     ib = np.union1d(p.ib, support_b)
+    if p.cert is not None and np.any(p.cert.w):
+        # Seed the cutting planes with the points most extreme along the
+        # solver's direction: on PUD POS's escalated pairs this takes a
+        # separable pair from 4-5 LP rounds to 1-2 (LP time -35% in all).
+        ia = np.union1d(ia, _initial_working_set(As, p.cert.w, _LP_SEED, lowest=True))
+        ib = np.union1d(ib, _initial_working_set(Bs, p.cert.w, _LP_SEED, lowest=False))
     res = lp_decide(As, Bs, ia, ib)
     p.lp_checked = True
     log.info("pair (%d, %d) escalated to HiGHS after %d iterations: %s",

@@ -584,7 +584,7 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
     if p.cert is not None and np.any(p.cert.w):
         # Seed the cutting planes with the points most extreme along the
         # solver's direction: on PUD POS's escalated pairs this takes a
-        # separable pair from 4-5 LP rounds to 1-2 (LP time -35% in all).
+        # separable pair from 4-5 LP rounds to 1-2 (LP time -31% in all).
         ia = np.union1d(ia, _initial_working_set(As, p.cert.w, _LP_SEED, lowest=True))
         ib = np.union1d(ib, _initial_working_set(Bs, p.cert.w, _LP_SEED, lowest=False))
     res = lp_decide(As, Bs, ia, ib)

@@ -44,17 +44,16 @@ SMALL_MAX = 256
 _NEG = -1e30  # fill for padded entries before a simplex projection (data are O(1))
 
 
-def _project_blocks(Y: np.ndarray, ka: int, mask: np.ndarray) -> np.ndarray:
-    """Project Y[:, :ka] and Y[:, ka:] each onto its simplex (padded entries stay 0)."""
+def _project_blocks(Y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Project both halves of every row of Y onto their simplices (padded entries stay 0).
+
+    Both sides of a pair are padded to the same size, so the halves are the
+    rows of one (2m, K/2) array and take one projection call.
+    """
     m, K = Y.shape
     # Padded entries are filled far below any real one, so they fall outside
     # the support and project to 0.
-    Yf = np.where(mask, Y, _NEG)
-    if 2 * ka == K:
-        # Both sides padded to one size (the usual grouping): one call on (2m, ka).
-        out = _project_simplex_rows(Yf.reshape(2 * m, ka)).reshape(m, K)
-    else:
-        out = np.concatenate([_project_simplex_rows(Yf[:, :ka]), _project_simplex_rows(Yf[:, ka:])], axis=1)
+    out = _project_simplex_rows(np.where(mask, Y, _NEG).reshape(2 * m, K // 2)).reshape(m, K)
     return np.where(mask, out, 0.0)
 
 
@@ -66,19 +65,20 @@ def _matvec(G: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.matmul(G, x[:, :, None])[:, :, 0]
 
 
-def _polish(G, x, f, ka, live):
+def _polish(G, x, gx, f, ka):
     """Newton step on each row's support with the two constraints sum a = sum b = 1.
 
     The KKT system is built on the support only (members first, padded to the
     largest support in the batch): supports hold a few points where K may be
-    hundreds, and the solve is cubic in its size.
+    hundreds, and the solve is cubic in its size. Returns x, G x and f with
+    the step taken where it stays feasible and lowers f, and where it was.
     """
     m, K = x.shape
-    S = (x > 0) & live[:, None]
+    S = x > 0
     ns = S.sum(axis=1)
     s = int(ns.max()) if m else 0
     if s == 0:
-        return x, f, np.zeros(m, bool)
+        return x, gx, f, np.zeros(m, bool)
     # Support indices first (stable: in index order), padded with non-support.
     idx = np.argsort(~S, axis=1, kind="stable")[:, :s]
     valid = np.take_along_axis(S, idx, axis=1)
@@ -102,13 +102,13 @@ def _polish(G, x, f, ka, live):
     sol = np.linalg.solve(M, rhs[:, :, None])[:, :s, 0]
     cand = np.zeros_like(x)
     np.put_along_axis(cand, idx, np.where(valid, sol, 0.0), axis=1)
-    Gc = np.einsum("akj,aj->ak", G, cand)
+    Gc = _matvec(G, cand)
     fc = 0.5 * np.einsum("ak,ak->a", cand, Gc)
-    ok = live & has & np.all(cand >= 0, axis=1) & (fc < f)
-    return np.where(ok[:, None], cand, x), np.where(ok, fc, f), ok
+    ok = has & np.all(cand >= 0, axis=1) & (fc < f)
+    return np.where(ok[:, None], cand, x), np.where(ok[:, None], Gc, gx), np.where(ok, fc, f), ok
 
 
-def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: int) -> np.ndarray:
+def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: int) -> tuple[np.ndarray, int]:
     """Primal active-set method for one pair: min 1/2 z^T G z, z >= 0, sum_A z = sum_B z = 1.
 
     Started from a feasible z (FISTA's iterate), it solves the equality-
@@ -187,7 +187,7 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
     f_prev = np.full(m, np.inf)
     it = 0
     while it < max_iter and act.size:
-        x_new = _project_blocks(y - step[:, None] * gy, ka, msk)
+        x_new = _project_blocks(y - step[:, None] * gy, msk)
         gx_new = _matvec(G, x_new)
         f = 0.5 * np.einsum("ak,ak->a", x_new, gx_new)
         restart = f > f_prev
@@ -198,11 +198,10 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
         x, gx, t, f_prev = x_new, gx_new, t_new, f
         it += 1
         if it % check_every == 0 or it == max_iter:
-            x, f, pol = _polish(G, x, f, ka, np.ones(act.size, bool))
+            x, gx, f, pol = _polish(G, x, gx, f, ka)
             # With w = Z^T x and g = G x, g_i = <w, z_i>: on A rows <w, a_i>,
             # on B rows -<w, b_j>; so min_A <w,a> - max_B <w,b> = ga + gb = L U
             # and U^2 = 2 f: the certificate's gap is U (U - L) = u2 - (ga + gb).
-            gx = _matvec(G, x)
             y[pol], gy[pol], t[pol] = x[pol], gx[pol], 1.0
             f_prev = f
             u2 = np.maximum(2.0 * f, 0.0)
@@ -255,7 +254,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     out: dict = {}
     n_escalated = 0
     retry: list[int] = []
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[int, list[int]] = {}
     rows: dict[int, np.ndarray] = {}
     for k in idx:
         i, j = int(pairs[k, 0]), int(pairs[k, 1])
@@ -266,10 +265,10 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
             continue
         # One padded size for both sides: few groups, at most 2x padding.
         kk = _bucket(max(sets[i].shape[0], sets[j].shape[0]))
-        groups.setdefault((kk, kk), []).append(int(k))
+        groups.setdefault(kk, []).append(int(k))
     d = sets[int(pairs[idx[0], 0])].shape[1] if len(idx) else 0
-    for (ka, kb), ks in sorted(groups.items()):
-        K = ka + kb
+    for ka, ks in sorted(groups.items()):
+        K = 2 * ka
         chunk = max(1, (1 << 22) // (K * max(d, K)))
         for c0 in range(0, len(ks), chunk):
             part = ks[c0 : c0 + chunk]

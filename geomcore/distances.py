@@ -78,7 +78,7 @@ def hull_distance(
         ``(upper - lower) <= rtol * upper`` (default 1e-4).
       dtype: float32 (default) or float64 for the iterations; certificates
         are always computed in float64.
-      max_iter: iteration budget; past it the pair is decided by HiGHS.
+      max_iter: iteration budget; past it the pair is decided by the exact LP.
 
     Returns:
       :class:`HullResult` with ``lower <= distance <= upper`` certificates and
@@ -170,7 +170,7 @@ def hull_distances(
       :class:`HullResults`: arrays with one row per pair (``distance``,
       ``lower``, ``upper``, ``separable``, ``w``, ``b``, ``iterations``,
       ``status``, ``scale``) and ``n_escalated``, the number of pairs decided by
-      the exact HiGHS LP.
+      the exact LP (interior point, HiGHS behind it).
     """
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X, sets, local = _prepare(X, groups, pairs)
@@ -193,7 +193,7 @@ def overlaps(
 
     A pair is separable when a hyperplane verified in float64 separates it
     strictly, overlapping when two hull points closer than ``tol * scale`` are
-    found; pairs the iterations cannot decide are decided by HiGHS.
+    found; pairs the iterations cannot decide are decided by the exact LP.
 
     Returns:
       (m,) bool array, True where the hulls overlap; with ``any_only=True`` a
@@ -215,7 +215,7 @@ class PointHullDistances(NamedTuple):
     groups: (C,) the group ids, in column order (sorted).
     n_engine: how many (point, group) entries the point-to-hull solvers left
       to the general pair engine (not certified within their budgets); the
-      engine escalates to HiGHS in turn.
+      engine escalates to the exact LP in turn.
     """
 
     distances: np.ndarray

@@ -23,9 +23,11 @@ class Status(enum.IntEnum):
       not refined (decision-only calls).
     OVERLAP: the hulls intersect up to ``tol``: two hull points closer than
       ``tol * scale`` were found (``upper <= tol * scale``).
-    EXACT_LP: the fast solver could not decide within its budget; scipy's HiGHS
-      LP decided separability exactly. ``lower``/``upper`` still bracket the
-      distance.
+    EXACT_LP: the fast solver could not decide within its budget; the exact
+      separability LP decided (a dense interior-point method whose answer is
+      certified in float64: a strictly separating hyperplane, or two hull
+      points within 1e-10 of the scale; scipy's HiGHS where it cannot
+      certify). ``lower``/``upper`` still bracket the distance.
     SKIPPED: not examined (``overlaps(..., any_only=True)`` stopped early).
     """
 
@@ -73,7 +75,7 @@ class HullResult(NamedTuple):
 class HullResults(NamedTuple):
     """The fields of :class:`HullResult`, one row per pair (leading axis m).
 
-    ``n_escalated`` counts the pairs decided by the exact HiGHS LP.
+    ``n_escalated`` counts the pairs decided by the exact LP.
     """
 
     distance: np.ndarray

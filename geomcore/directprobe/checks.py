@@ -9,7 +9,7 @@ A pair of clusters is called *separable* only with a proof:
   members (cached hyperplanes are re-verified on the grown cluster, which costs
   O(added points x d));
 * the decision of the hull engine (``solve_pairs(mode="decide")``: a float64
-  verified slab or the exact HiGHS LP).
+  verified slab or the exact LP).
 
 and *overlapping* only by the engine (``U <= tol * scale`` or the exact LP), or
 by monotonicity from an earlier such decision (a superset of an overlapping

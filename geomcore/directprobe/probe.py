@@ -27,7 +27,7 @@ class ProbeStats:
     n_sphere: cluster pairs certified separable by disjoint bounding spheres.
     n_cached: pairs certified by re-verifying a cached separating hyperplane.
     n_engine_calls / n_engine_pairs: batched engine calls and pairs they decided.
-    n_escalated: pairs the engine sent to the exact HiGHS LP.
+    n_escalated: pairs the engine sent to its exact LP.
     unchecked_merges: length of the merge-to-the-end run (0 if not used).
     first_error_step: first merge of that run that created an overlap (-1: none).
     n_rooted: pairs certified because they lie inside two end clusters of the

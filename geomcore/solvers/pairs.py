@@ -17,7 +17,7 @@ the round repeats, warm-started. The optimum depends only on the support
 points, which are few, so working sets stay small next to the sets
 (DESIGN.md section 5: "solve on the support plus violators, verify on all
 points"). Pairs still undecided after ``max_iter`` iterations or
-``max_rounds`` rounds are decided by HiGHS (:mod:`exact_lp`) and counted.
+``max_rounds`` rounds are decided by the exact LP (:mod:`exact_lp`) and counted.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class _Pair:
     lp_checked: bool = False
     lp_separable: bool = False
     lp_w: np.ndarray | None = field(default=None)
+    lp_upper: float = np.inf
 
 
 def _shared_point(rows: dict, sets, i: int, j: int):
@@ -450,10 +451,10 @@ def _solve_general(
         pair; pairs not finished get Status.SKIPPED.
       max_iter: iteration budget per pair (checked between rounds, so a pair
         may overrun it by up to ``round_iter``); max_rounds: working-set rounds
-        per pair. Pairs over budget are decided by HiGHS (Status.EXACT_LP).
+        per pair. Pairs over budget are decided by the exact LP (Status.EXACT_LP).
       round_iter: iterations per round before the working set is re-verified.
       lp_after: a pair not yet certified separable after this many iterations
-        is decided by HiGHS (counted in ``n_escalated``); in "distance" mode a
+        is decided by the exact LP (counted in ``n_escalated``); in "distance" mode a
         separable one then goes on iterating to refine its distance. Nearly
         touching or thinly overlapping hulls are where first-order iterations
         slow down, and where the LP is decisive.
@@ -574,7 +575,7 @@ _LP_SEED = 384
 
 def _escalate(sets, p: _Pair, decide: bool) -> None:
     A, B = sets[p.i], sets[p.j]
-    # Centred and scaled so HiGHS's absolute tolerances mean the same on any data.
+    # Centred and scaled so the LP's absolute tolerances mean the same on any data.
     As = (A - p.center) / p.radius
     Bs = (B - p.center) / p.radius
     support_a = p.ia[p.a > 1e-9] if p.a.size else p.ia
@@ -589,8 +590,9 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
         ib = np.union1d(ib, _initial_working_set(Bs, p.cert.w, _LP_SEED, lowest=False))
     res = lp_decide(As, Bs, ia, ib)
     p.lp_checked = True
-    log.info("pair (%d, %d) escalated to HiGHS after %d iterations: %s",
-             p.i, p.j, p.iterations, "separable" if res.separable else "overlap")
+    log.info("pair (%d, %d) escalated to the exact LP after %d iterations: %s "
+             "(%d of %d LP rounds by HiGHS)", p.i, p.j, p.iterations,
+             "separable" if res.separable else "overlap", res.highs_rounds, res.rounds)
     p.status = Status.EXACT_LP
     if res.separable:
         c = p.cert
@@ -604,6 +606,9 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
             p.lp_lower = float(lp_lower)
             p.lp_offset = float(0.5 * (sa.min() + sb.max()) / nrm)
     p.lp_separable = bool(res.separable)
+    # The interior-point LP certifies an overlap with two hull points (in the
+    # scaled frame): a far tighter U than the iterative solver's.
+    p.lp_upper = float(res.upper) * p.radius
 
 
 def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults:
@@ -621,7 +626,7 @@ def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults
         status[k] = p.status
         iterations[k] = p.iterations
         scale[k] = 2.0 * p.radius
-        upper[k] = c.upper
+        upper[k] = c.upper if p.status != Status.EXACT_LP else min(c.upper, p.lp_upper)
         w[k] = c.w
         b[k] = c.offset
         if p.status == Status.EXACT_LP:

@@ -19,12 +19,12 @@ is carried along with y).
 Most pairs finish in under 100 iterations; the few that do not (thin gaps,
 slivers of overlap, where FISTA's O(1/k^2) crawls) are finished one by one
 by a primal active-set method started from FISTA's iterate, which is exact
-after a few support changes. HiGHS only sees what that cannot certify.
+after a few support changes. The exact LP only sees what that cannot certify.
 
 Every answer is certified on the caller's points in float64 exactly as in the
 pair engine (:mod:`certificates`): U = ||u - v||, L the slab of w = u - v.
 Pairs not certified at all are returned as undone for the working-set engine
-(which escalates to HiGHS).
+(which escalates to the exact LP).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     caller's units for every pair decided here. Pairs not certified within
     ``max_iter`` FISTA iterations are finished by the active-set method
     (``finish``; ``iterations`` then counts its steps too). What that cannot
-    certify is decided by HiGHS (``Status.EXACT_LP``, counted); in "distance"
+    certify is decided by the exact LP (``Status.EXACT_LP``, counted); in "distance"
     mode the separable ones among them get 30x the iterations, and any still
     not certified are left out for the working-set engine. ``escalate=False``
     leaves every uncertified pair out.
@@ -306,7 +306,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                 elif not escalate:
                     continue
                 else:
-                    # Not certified within the budget: HiGHS decides (small LPs).
+                    # Not certified within the budget: the exact LP decides (small LPs).
                     # Nearly touching or thinly overlapping pairs are where
                     # first-order iterations crawl and the LP is decisive.
                     c, R = centers[r], radii[r]
@@ -321,7 +321,8 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                         nrm = float(np.linalg.norm(lp.w))
                         lower = max(float((sa.min() - sb.max()) / nrm), max(cert.lower, 0.0))
                         w, off = lp.w / nrm, float(0.5 * (sa.min() + sb.max()) / nrm)
-                    out[k] = (cert.upper if lp.separable else 0.0, lower, cert.upper, bool(lp.separable),
+                    upper = cert.upper if lp.separable else min(cert.upper, lp.upper * R)
+                    out[k] = (cert.upper if lp.separable else 0.0, lower, upper, bool(lp.separable),
                               w, off, int(it[r]), int(Status.EXACT_LP), scale)
                     continue
                 out[k] = (cert.upper if sep else 0.0, max(cert.lower, 0.0) if sep else 0.0, cert.upper, sep,

@@ -78,6 +78,7 @@ def lp_decide(
     add: int = 256,
     max_rounds: int = 200,
     touch_tol: float = _TOUCH,
+    overlap_tol: float = 0.0,
 ) -> LPDecision:
     """Decide exactly whether conv(A) and conv(B) intersect.
 
@@ -88,6 +89,12 @@ def lp_decide(
       add: most violating points added per side and round.
       touch_tol: U at or below which the interior-point method calls the
         hulls touching (units of A and B).
+      overlap_tol: the caller's overlap threshold (``tol * scale`` in the
+        units of A and B). When the interior-point method cannot certify a
+        round but has found two hull points within it, the pair overlaps by
+        the engine's own definition (U <= tol * scale) and HiGHS is not asked:
+        hulls that close are where HiGHS's tolerances decide either way and
+        its simplex can take minutes (PUD POS layer 1, NOUN-PROPN).
     """
     ia = np.unique(np.asarray(ia, dtype=np.int64))
     ib = np.unique(np.asarray(ib, dtype=np.int64))
@@ -109,6 +116,8 @@ def lp_decide(
                 return LPDecision(True, w, r, np.inf, highs)
             ia, ib = _add_violators(sa, sb, ia, ib, lo, hi, add)
             continue
+        if ipm.upper <= overlap_tol:
+            return LPDecision(False, None, r, ipm.upper, highs)
         highs += 1
         res = _solve(A[ia], B[ib])
         if res.status != 0:

@@ -34,6 +34,7 @@ from geomcore.results import HullResults, Status
 from geomcore.solvers.certificates import certificate, hull_points, most_violating
 from geomcore.solvers.exact_lp import lp_decide
 from geomcore.solvers.nearest_point import solve_padded
+from geomcore.solvers.svm_ipm import svm_ipm
 
 __all__ = ["solve_pairs", "DEFAULT_TOL", "DEFAULT_RTOL"]
 
@@ -98,6 +99,7 @@ class _Pair:
     lp_separable: bool = False
     lp_w: np.ndarray | None = field(default=None)
     lp_upper: float = np.inf
+    qp_tried: bool = False
 
 
 def _shared_point(rows: dict, sets, i: int, j: int):
@@ -433,6 +435,7 @@ def _solve_general(
     round_iter: int = 500,
     working_set: int = 64,
     lp_after: int = 4000,
+    qp_after: int = 3000,
     dtype=np.float32,
     sharding=None,
     progress: bool = False,
@@ -458,6 +461,12 @@ def _solve_general(
         separable one then goes on iterating to refine its distance. Nearly
         touching or thinly overlapping hulls are where first-order iterations
         slow down, and where the LP is decisive.
+      qp_after: "distance" mode: a pair known to be separable whose distance
+        is not certified after this many iterations is solved by the
+        interior-point SVM (:mod:`svm_ipm`) on its working set, verified on all
+        points like any other iterate (cutting planes: violators join, the
+        solve repeats). Thin separable pairs need thousands of first-order
+        iterations and 7-16 interior-point ones.
       working_set: initial points per side.
       dtype: np.float32 (default) or np.float64 for the iterations
         (certificates are always float64).
@@ -518,7 +527,7 @@ def _solve_general(
                and (id(p) in over or (p.iterations >= lp_after and p.cert.lower <= 0))]
         finished = set()
         for p in due:
-            _escalate(sets, p, decide)
+            _escalate(sets, p, decide, tol)
             n_escalated += 1
             found_overlap |= not p.lp_separable
             if decide or not p.lp_separable:
@@ -527,6 +536,18 @@ def _solve_general(
         if finished and bar is not None:
             bar.update(len(finished))
         active = [p for p in active if id(p) not in finished]
+        if not decide:
+            thin = [p for p in active if not p.qp_tried and p.iterations >= qp_after
+                    and (p.cert.lower > 0 or p.lp_separable)]
+            if thin:
+                for p in thin:
+                    _finish_qp(sets, p, rtol)
+                _certify_all(sets, thin)
+                done = {id(p) for p in thin
+                        if _update(sets, p, tol=tol, rtol=rtol, decide=False, grow_floor=working_set)}
+                if done and bar is not None:
+                    bar.update(len(done))
+                active = [p for p in active if id(p) not in done]
         runnable = active
         if not active or (any_only and found_overlap):
             break
@@ -573,7 +594,7 @@ def _solve_general(
 _LP_SEED = 384
 
 
-def _escalate(sets, p: _Pair, decide: bool) -> None:
+def _escalate(sets, p: _Pair, decide: bool, tol: float) -> None:
     A, B = sets[p.i], sets[p.j]
     # Centred and scaled so the LP's absolute tolerances mean the same on any data.
     As = (A - p.center) / p.radius
@@ -588,7 +609,8 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
         # separable pair from 4-5 LP rounds to 1-2 (LP time -31% in all).
         ia = np.union1d(ia, _initial_working_set(As, p.cert.w, _LP_SEED, lowest=True))
         ib = np.union1d(ib, _initial_working_set(Bs, p.cert.w, _LP_SEED, lowest=False))
-    res = lp_decide(As, Bs, ia, ib)
+    # scale = 2 * radius, so tol * scale is 2 * tol in the scaled frame.
+    res = lp_decide(As, Bs, ia, ib, overlap_tol=2.0 * tol)
     p.lp_checked = True
     log.info("pair (%d, %d) escalated to the exact LP after %d iterations: %s "
              "(%d of %d LP rounds by HiGHS)", p.i, p.j, p.iterations,
@@ -609,6 +631,48 @@ def _escalate(sets, p: _Pair, decide: bool) -> None:
     # The interior-point LP certifies an overlap with two hull points (in the
     # scaled frame): a far tighter U than the iterative solver's.
     p.lp_upper = float(res.upper) * p.radius
+
+
+# Extreme points per side along the current direction that seed the
+# interior-point SVM's working set, and the violators added per round.
+_QP_SEED = 256
+_QP_ROUNDS = 20
+
+
+def _finish_qp(sets, p: _Pair, rtol: float) -> None:
+    """Replace p's weights by the interior-point SVM's on a growing working set.
+
+    The working set starts from p's support plus the points most extreme along
+    its current w and grows by the points that violate the SVM's slab on the
+    full sets, until the slab certifies (U - L) <= rtol U on all points or the
+    solver stops converging. p keeps its old weights if no round converged;
+    its certificates are recomputed by the caller either way.
+    """
+    p.qp_tried = True
+    A, B = sets[p.i], sets[p.j]
+    As = (A - p.center) / p.radius
+    Bs = (B - p.center) / p.radius
+    w = p.cert.w
+    ia = np.union1d(p.ia[p.a > 0], _initial_working_set(As, w, _QP_SEED, lowest=True))
+    ib = np.union1d(p.ib[p.b > 0], _initial_working_set(Bs, w, _QP_SEED, lowest=False))
+    for _ in range(_QP_ROUNDS):
+        r = svm_ipm(As[ia], Bs[ib], rtol=rtol / 4)
+        p.iterations += r.iterations
+        if not r.converged:
+            return
+        p.ia, p.a, p.ib, p.b = ia, r.lam, ib, r.mu
+        sa, sb = As @ r.w, Bs @ r.w
+        nrm = float(np.linalg.norm(r.w))
+        if (sa.min() - sb.max()) / nrm >= r.upper * (1.0 - rtol / 2):
+            return
+        lo, hi = float((As[ia] @ r.w).min()), float((Bs[ib] @ r.w).max())
+        ma = np.zeros(A.shape[0], bool)
+        ma[ia] = True
+        mb = np.zeros(B.shape[0], bool)
+        mb[ib] = True
+        ia = np.union1d(ia, most_violating(sa, ma, _QP_SEED, below=lo))
+        ib = np.union1d(ib, most_violating(sb, mb, _QP_SEED, above=hi))
+    log.info("pair (%d, %d): interior-point SVM did not close in %d rounds", p.i, p.j, _QP_ROUNDS)
 
 
 def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults:

@@ -56,8 +56,11 @@ class SlabResult(NamedTuple):
         close) or "undecided" (neither certificate was reached).
       w: (d,) the dual iterate's normal (always set; separating when
         ``kind == "separable"``).
-      upper: U of the primal iterate's hull points (inf when not formed).
-      lam, mu: convex weights on A and B (sum 1 each) of the primal iterate.
+      upper: the smallest U of the primal iterates' hull points (inf when
+        none was formed). On hulls that touch to within floating-point
+        resolution the central path can move away from the touching points
+        late, so the best iterate is kept.
+      lam, mu: convex weights on A and B (sum 1 each) giving ``upper``.
       iterations: interior-point iterations run.
     """
 
@@ -69,7 +72,7 @@ class SlabResult(NamedTuple):
     iterations: int
 
 
-def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 100) -> SlabResult:
+def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 50) -> SlabResult:
     """Decide whether conv(A) and conv(B) intersect, with a certificate either way.
 
     Args:
@@ -124,9 +127,13 @@ def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 
             M[np.arange(m), np.arange(m)] += 1e-13 * np.trace(M) / m
             return sla.cho_factor(M, check_finite=False)
 
-    def undecided(it, x, y):
-        lam, mu = _weights(x, na, npt)
-        return SlabResult("undecided", -y[:d], np.inf, lam, mu, it)
+    best = (np.inf, None, None)
+
+    def undecided(it, y):
+        upper, lam, mu = best
+        if lam is None:
+            lam, mu = np.full(na, 1.0 / na), np.full(nb, 1.0 / nb)
+        return SlabResult("undecided", -y[:d], upper, lam, mu, it)
 
     # Mehrotra's starting point: least-norm x and least-squares (y, z), shifted
     # into the positive orthant.
@@ -142,7 +149,7 @@ def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 
 
     for it in range(max_iter + 1):
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            return undecided(it, np.ones(N), np.zeros(m))
+            return undecided(it, np.zeros(m))
         w = -y[:d]
         if (A @ w).min() > (B @ w).max():
             lam, mu = _weights(x, na, npt)
@@ -151,6 +158,8 @@ def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 
         upper = float(np.linalg.norm(lam @ A - mu @ B))
         if upper <= touch_tol:
             return SlabResult("touching", w, upper, lam, mu, it)
+        if upper < best[0]:
+            best = (upper, lam, mu)
         if it == max_iter:
             break
         rb = Ax(x) - rhs
@@ -180,7 +189,7 @@ def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 
         x = x + ap * dx
         y = y + ad * dy
         z = z + ad * dz
-    return undecided(it, x, y)
+    return undecided(it, y)
 
 
 def _weights(x: np.ndarray, na: int, npt: int) -> tuple[np.ndarray, np.ndarray]:

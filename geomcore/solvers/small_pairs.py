@@ -310,7 +310,8 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                     # Nearly touching or thinly overlapping pairs are where
                     # first-order iterations crawl and the LP is decisive.
                     c, R = centers[r], radii[r]
-                    lp = lp_decide((A - c) / R, (B - c) / R, np.arange(A.shape[0]), np.arange(B.shape[0]))
+                    lp = lp_decide((A - c) / R, (B - c) / R, np.arange(A.shape[0]), np.arange(B.shape[0]),
+                                   overlap_tol=2.0 * tol)
                     n_escalated += 1
                     if lp.separable and not decide:
                         retry.append(k)  # separable but thin: more iterations below

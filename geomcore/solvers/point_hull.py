@@ -202,25 +202,31 @@ def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *
     step = 1.0 / np.maximum(lip, 1e-300)
     x = lam
     y = lam.copy()
+    # G y is carried along with y (y is a combination of two iterates whose
+    # G-products are known), so an iteration costs one batched matvec; the
+    # matvecs stream a K x K matrix per row and dominate the time.
+    Gx = np.einsum("akj,aj->ak", G, x)
+    Gy = Gx.copy()
     t = np.ones(lam.shape[0])
     f_prev = np.full(lam.shape[0], np.inf)
     live = np.ones(lam.shape[0], bool)
     it = 0
     while it < max_iter and live.any():
-        Gy = np.einsum("akj,aj->ak", G, y)
         x_new = _project_simplex_rows(y - step[:, None] * (Gy - b))
         x_new[~live] = x[~live]
-        Gx = np.einsum("akj,aj->ak", G, x_new)
-        f = 0.5 * np.einsum("ak,ak->a", x_new, Gx) - np.einsum("ak,ak->a", x_new, b)
+        Gx_new = np.einsum("akj,aj->ak", G, x_new)
+        f = 0.5 * np.einsum("ak,ak->a", x_new, Gx_new) - np.einsum("ak,ak->a", x_new, b)
         restart = f > f_prev
         t_new = np.where(restart, 1.0, 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t)))
-        beta = np.where(restart | ~live, 0.0, (t - 1.0) / t_new)
-        y = x_new + beta[:, None] * (x_new - x)
-        x, t, f_prev = x_new, t_new, f
+        beta = np.where(restart | ~live, 0.0, (t - 1.0) / t_new)[:, None]
+        y = x_new + beta * (x_new - x)
+        Gy = Gx_new + beta * (Gx_new - Gx)
+        x, Gx, t, f_prev = x_new, Gx_new, t_new, f
         it += 1
         if it % check_every == 0:
             x, Gx, f, polished = _polish(G, b, x, Gx, f, live)
             y[polished] = x[polished]
+            Gy[polished] = Gx[polished]
             t[polished] = 1.0
             f_prev = f
             g = Gx - b
@@ -237,19 +243,29 @@ def _polish(G, b, x, Gx, f, live):
     on it; this step finishes the job (as in Wolfe's minimum-norm-point
     algorithm). A tiny ridge keeps affinely dependent supports solvable."""
     a, K = x.shape
-    S = (x > 0) & live[:, None]
-    M = np.zeros((a, K + 1, K + 1))
+    S_full = (x > 0) & live[:, None]
+    # The system is built on the supports only, each row's support moved to
+    # the front and padded to the largest support: a batched solve costs the
+    # cube of its size, and supports are a fraction of the working sets.
+    k = max(int(S_full.sum(axis=1).max()), 1)
+    order = np.argsort(~S_full, axis=1, kind="stable")[:, :k]
+    S = np.take_along_axis(S_full, order, axis=1)
+    rows = np.arange(a)[:, None, None]
+    Gs = G[rows, order[:, :, None], order[:, None, :]]
+    bs = np.take_along_axis(b, order, axis=1)
+    M = np.zeros((a, k + 1, k + 1))
     both = S[:, :, None] & S[:, None, :]
-    M[:, :K, :K] = np.where(both, G, 0.0)
-    diag = np.arange(K)
+    M[:, :k, :k] = np.where(both, Gs, 0.0)
+    diag = np.arange(k)
     ridge = 1e-12 * np.maximum(np.einsum("akk->a", G), 1e-300)
     M[:, diag, diag] += np.where(S, ridge[:, None], 1.0)
-    M[:, K, :K] = S
-    M[:, :K, K] = S
-    M[:, K, K] = np.where(S.any(axis=1), 0.0, 1.0)
-    rhs = np.concatenate([np.where(S, b, 0.0), S.any(axis=1, keepdims=True).astype(float)], axis=1)
-    sol = np.linalg.solve(M, rhs[:, :, None])[:, :K, 0]
-    cand = np.where(S, sol, 0.0)
+    M[:, k, :k] = S
+    M[:, :k, k] = S
+    M[:, k, k] = np.where(S.any(axis=1), 0.0, 1.0)
+    rhs = np.concatenate([np.where(S, bs, 0.0), S.any(axis=1, keepdims=True).astype(float)], axis=1)
+    sol = np.linalg.solve(M, rhs[:, :, None])[:, :k, 0]
+    cand = np.zeros_like(x)
+    np.put_along_axis(cand, order, np.where(S, sol, 0.0), axis=1)
     Gc = np.einsum("akj,aj->ak", G, cand)
     fc = 0.5 * np.einsum("ak,ak->a", cand, Gc) - np.einsum("ak,ak->a", cand, b)
     ok = live & S.any(axis=1) & np.all(cand >= 0, axis=1) & (fc < f)

@@ -434,7 +434,7 @@ def _solve_general(
     max_rounds: int = 40,
     round_iter: int = 500,
     working_set: int = 64,
-    lp_after: int = 4000,
+    lp_after: int | None = None,
     qp_after: int = 3000,
     dtype=np.float32,
     sharding=None,
@@ -457,7 +457,10 @@ def _solve_general(
         per pair. Pairs over budget are decided by the exact LP (Status.EXACT_LP).
       round_iter: iterations per round before the working set is re-verified.
       lp_after: a pair not yet certified separable after this many iterations
-        is decided by the exact LP (counted in ``n_escalated``); in "distance" mode a
+        (default 1000 in "decide" mode, 4000 in "distance" mode: a decision
+        costs the interior-point LP about 0.1 s, less than thousands of
+        iterations; PUD POS L6 DirectProbe 147 s -> 131 s with the same
+        clusters) is decided by the exact LP (counted in ``n_escalated``); in "distance" mode a
         separable one then goes on iterating to refine its distance. Nearly
         touching or thinly overlapping hulls are where first-order iterations
         slow down, and where the LP is decisive.
@@ -478,6 +481,8 @@ def _solve_general(
     if mode not in ("distance", "decide"):
         raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
     decide = mode == "decide"
+    if lp_after is None:
+        lp_after = 1000 if decide else 4000
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     m = pairs.shape[0]
     d = sets[0].shape[1] if len(sets) else 0

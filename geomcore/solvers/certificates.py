@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Certificate", "certificate", "certify", "hull_points", "most_violating"]
+__all__ = ["Certificate", "add_violators", "certificate", "certify", "hull_points", "most_violating"]
 
 
 class Certificate(NamedTuple):
@@ -73,3 +73,17 @@ def most_violating(scores: np.ndarray, member: np.ndarray, k: int, *, below: flo
         cand = np.flatnonzero((scores > above) & ~member)
         order = np.argsort(-scores[cand], kind="stable")
     return cand[order[:k]]
+
+
+def add_violators(sa: np.ndarray, sb: np.ndarray, ia: np.ndarray, ib: np.ndarray, lo: float, hi: float,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Working sets ``ia``, ``ib`` grown by up to k points per side that violate
+    the slab most: scores ``sa`` of A below ``lo``, scores ``sb`` of B above
+    ``hi`` (members already in are skipped). Returns sorted index arrays."""
+    ma = np.zeros(sa.shape[0], bool)
+    ma[ia] = True
+    mb = np.zeros(sb.shape[0], bool)
+    mb[ib] = True
+    new_a = most_violating(sa, ma, k, below=lo)
+    new_b = most_violating(sb, mb, k, above=hi)
+    return np.union1d(ia, new_a), np.union1d(ib, new_b)

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import linprog
 
-from geomcore.solvers.certificates import most_violating
+from geomcore.solvers.certificates import add_violators
 from geomcore.solvers.slab_ipm import slab_ipm
 
 __all__ = ["LPDecision", "lp_decide"]
@@ -114,7 +114,7 @@ def lp_decide(
             sa, sb = A @ w, B @ w
             if sa.min() > sb.max():
                 return LPDecision(True, w, r, np.inf, highs)
-            ia, ib = _add_violators(sa, sb, ia, ib, lo, hi, add)
+            ia, ib = add_violators(sa, sb, ia, ib, lo, hi, add)
             continue
         if ipm.upper <= overlap_tol:
             return LPDecision(False, None, r, ipm.upper, highs)
@@ -138,7 +138,7 @@ def lp_decide(
             return LPDecision(True, w, r, np.inf, highs)
         thr = t * (1.0 - 1e-9)
         n_before = ia.size + ib.size
-        ia, ib = _add_violators(sa, sb, ia, ib, thr, -thr, add)
+        ia, ib = add_violators(sa, sb, ia, ib, thr, -thr, add)
         if ia.size + ib.size == n_before:
             if full:
                 raise RuntimeError(
@@ -148,14 +148,3 @@ def lp_decide(
             ia, ib, full = np.arange(A.shape[0]), np.arange(B.shape[0]), True
     raise RuntimeError(f"LP cutting-plane loop did not finish in {max_rounds} rounds")
 
-
-def _add_violators(sa, sb, ia, ib, lo, hi, add):
-    """Add the ``add`` points per side that violate the slab most: scores of A
-    below ``lo``, scores of B above ``hi`` (points already in are skipped)."""
-    ma = np.zeros(sa.shape[0], bool)
-    ma[ia] = True
-    mb = np.zeros(sb.shape[0], bool)
-    mb[ib] = True
-    new_a = most_violating(sa, ma, add, below=lo)
-    new_b = most_violating(sb, mb, add, above=hi)
-    return np.union1d(ia, new_a), np.union1d(ib, new_b)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geomcore.results import HullResults, Status
-from geomcore.solvers.certificates import certificate, hull_points, most_violating
+from geomcore.solvers.certificates import add_violators, certificate, hull_points, most_violating
 from geomcore.solvers.exact_lp import lp_decide
 from geomcore.solvers.nearest_point import solve_padded
 from geomcore.solvers.svm_ipm import svm_ipm
@@ -671,12 +671,7 @@ def _finish_qp(sets, p: _Pair, rtol: float) -> None:
         if (sa.min() - sb.max()) / nrm >= r.upper * (1.0 - rtol / 2):
             return
         lo, hi = float((As[ia] @ r.w).min()), float((Bs[ib] @ r.w).max())
-        ma = np.zeros(A.shape[0], bool)
-        ma[ia] = True
-        mb = np.zeros(B.shape[0], bool)
-        mb[ib] = True
-        ia = np.union1d(ia, most_violating(sa, ma, _QP_SEED, below=lo))
-        ib = np.union1d(ib, most_violating(sb, mb, _QP_SEED, above=hi))
+        ia, ib = add_violators(sa, sb, ia, ib, lo, hi, _QP_SEED)
     log.info("pair (%d, %d): interior-point SVM did not close in %d rounds", p.i, p.j, _QP_ROUNDS)
 
 

@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Certificate", "add_violators", "certificate", "certify", "hull_points", "most_violating"]
+__all__ = ["Certificate", "add_violators", "certificate", "certify", "convex_weights", "hull_points",
+           "most_violating"]
 
 
 class Certificate(NamedTuple):
@@ -31,15 +32,19 @@ class Certificate(NamedTuple):
     level_b: float  # <w, v>
 
 
+def convex_weights(x) -> np.ndarray:
+    """x clipped at 0 and renormalised to sum 1 in float64 (uniform when
+    nothing positive and finite is left): solver output is only close to the
+    simplex, a certificate needs exact convex combinations."""
+    x = np.clip(np.asarray(x, np.float64), 0.0, None)
+    t = x.sum()
+    return x / t if t > 0 and np.isfinite(t) else np.full(x.shape, 1.0 / x.size)
+
+
 def hull_points(A: np.ndarray, B: np.ndarray, ia, a, ib, b):
-    """u = A[ia]^T a and v = B[ib]^T b after clipping the weights at 0 and
-    renormalising, so that u and v are exactly convex combinations (float32
-    solver output is only close to the simplex)."""
-    a = np.clip(np.asarray(a, np.float64), 0.0, None)
-    b = np.clip(np.asarray(b, np.float64), 0.0, None)
-    a = a / a.sum() if a.sum() > 0 else np.full(a.shape, 1.0 / a.size)
-    b = b / b.sum() if b.sum() > 0 else np.full(b.shape, 1.0 / b.size)
-    return a @ A[ia], b @ B[ib]
+    """u = A[ia]^T a and v = B[ib]^T b for the :func:`convex_weights` of a and
+    b, so that u and v are exactly convex combinations."""
+    return convex_weights(a) @ A[ia], convex_weights(b) @ B[ib]
 
 
 def certificate(u: np.ndarray, v: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> Certificate:

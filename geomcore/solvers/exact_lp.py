@@ -110,11 +110,11 @@ def lp_decide(
             return LPDecision(False, None, r, ipm.upper, highs)
         if ipm.kind == "separable":
             w = ipm.w
-            lo, hi = float((A[ia] @ w).min()), float((B[ib] @ w).max())
             sa, sb = A @ w, B @ w
             if sa.min() > sb.max():
                 return LPDecision(True, w, r, np.inf, highs)
-            ia, ib = add_violators(sa, sb, ia, ib, lo, hi, add)
+            # Points beyond the subsets' own slab violate the LP's optimum.
+            ia, ib = add_violators(sa, sb, ia, ib, float(sa[ia].min()), float(sb[ib].max()), add)
             continue
         if ipm.upper <= overlap_tol:
             return LPDecision(False, None, r, ipm.upper, highs)
@@ -147,4 +147,3 @@ def lp_decide(
                 )
             ia, ib, full = np.arange(A.shape[0]), np.arange(B.shape[0]), True
     raise RuntimeError(f"LP cutting-plane loop did not finish in {max_rounds} rounds")
-

@@ -599,11 +599,15 @@ def _solve_general(
 _LP_SEED = 384
 
 
+def _scaled(sets, p: _Pair) -> tuple[np.ndarray, np.ndarray]:
+    """p's two sets centred and scaled into the unit ball, so that the host
+    solvers' absolute tolerances mean the same on any data."""
+    return (sets[p.i] - p.center) / p.radius, (sets[p.j] - p.center) / p.radius
+
+
 def _escalate(sets, p: _Pair, decide: bool, tol: float) -> None:
     A, B = sets[p.i], sets[p.j]
-    # Centred and scaled so the LP's absolute tolerances mean the same on any data.
-    As = (A - p.center) / p.radius
-    Bs = (B - p.center) / p.radius
+    As, Bs = _scaled(sets, p)
     support_a = p.ia[p.a > 1e-9] if p.a.size else p.ia
     support_b = p.ib[p.b > 1e-9] if p.b.size else p.ib
     ia = np.union1d(p.ia, support_a)
@@ -654,9 +658,7 @@ def _finish_qp(sets, p: _Pair, rtol: float) -> None:
     its certificates are recomputed by the caller either way.
     """
     p.qp_tried = True
-    A, B = sets[p.i], sets[p.j]
-    As = (A - p.center) / p.radius
-    Bs = (B - p.center) / p.radius
+    As, Bs = _scaled(sets, p)
     w = p.cert.w
     ia = np.union1d(p.ia[p.a > 0], _initial_working_set(As, w, _QP_SEED, lowest=True))
     ib = np.union1d(p.ib[p.b > 0], _initial_working_set(Bs, w, _QP_SEED, lowest=False))
@@ -670,8 +672,7 @@ def _finish_qp(sets, p: _Pair, rtol: float) -> None:
         nrm = float(np.linalg.norm(r.w))
         if (sa.min() - sb.max()) / nrm >= r.upper * (1.0 - rtol / 2):
             return
-        lo, hi = float((As[ia] @ r.w).min()), float((Bs[ib] @ r.w).max())
-        ia, ib = add_violators(sa, sb, ia, ib, lo, hi, _QP_SEED)
+        ia, ib = add_violators(sa, sb, ia, ib, float(sa[ia].min()), float(sb[ib].max()), _QP_SEED)
     log.info("pair (%d, %d): interior-point SVM did not close in %d rounds", p.i, p.j, _QP_ROUNDS)
 
 

@@ -41,7 +41,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg as sla
 
-__all__ = ["SlabResult", "slab_ipm"]
+from geomcore.solvers.certificates import convex_weights
+
+__all__ = ["SlabResult", "slab_ipm", "max_step"]
 
 # Fraction of the step to the boundary of the positive orthant.
 _STEP = 0.99
@@ -151,10 +153,9 @@ def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             return undecided(it, np.zeros(m))
         w = -y[:d]
+        lam, mu = convex_weights(x[:na]), convex_weights(x[na:npt])
         if (A @ w).min() > (B @ w).max():
-            lam, mu = _weights(x, na, npt)
             return SlabResult("separable", w, np.inf, lam, mu, it)
-        lam, mu = _weights(x, na, npt)
         upper = float(np.linalg.norm(lam @ A - mu @ B))
         if upper <= touch_tol:
             return SlabResult("touching", w, upper, lam, mu, it)
@@ -181,29 +182,20 @@ def slab_ipm(A: np.ndarray, B: np.ndarray, *, touch_tol: float, max_iter: int = 
             return (rxz - x * dz) / z, dy, dz
 
         dx, dy, dz = newton(-x * z)
-        ap, ad = _max_step(x, dx), _max_step(z, dz)
+        ap, ad = max_step(x, dx), max_step(z, dz)
         gap_aff = float((x + ap * dx) @ (z + ad * dz)) / N
         sigma = (gap_aff / gap) ** 3
         dx, dy, dz = newton(-x * z - dx * dz + sigma * gap)
-        ap, ad = _STEP * _max_step(x, dx), _STEP * _max_step(z, dz)
+        ap, ad = _STEP * max_step(x, dx), _STEP * max_step(z, dz)
         x = x + ap * dx
         y = y + ad * dy
         z = z + ad * dz
     return undecided(it, y)
 
 
-def _weights(x: np.ndarray, na: int, npt: int) -> tuple[np.ndarray, np.ndarray]:
-    """Convex weights from the primal iterate's (positive) point variables."""
-    lam = np.clip(x[:na], 0.0, None)
-    mu = np.clip(x[na:npt], 0.0, None)
-    sl, sm = lam.sum(), mu.sum()
-    lam = lam / sl if sl > 0 else np.full(na, 1.0 / na)
-    mu = mu / sm if sm > 0 else np.full(npt - na, 1.0 / (npt - na))
-    return lam, mu
-
-
-def _max_step(v: np.ndarray, dv: np.ndarray) -> float:
-    """Largest a in (0, 1] with v + a dv >= 0."""
+def max_step(v: np.ndarray, dv: np.ndarray) -> float:
+    """Largest a in (0, 1] with v + a dv >= 0 (the step to the boundary of
+    the positive orthant; shared with :mod:`svm_ipm`)."""
     neg = dv < 0
     if not neg.any():
         return 1.0

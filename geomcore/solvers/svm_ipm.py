@@ -28,6 +28,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg as sla
 
+from geomcore.solvers.certificates import convex_weights
+from geomcore.solvers.slab_ipm import max_step
+
 __all__ = ["SVMResult", "svm_ipm"]
 
 _STEP = 0.99
@@ -110,7 +113,7 @@ def svm_ipm(A: np.ndarray, B: np.ndarray, *, rtol: float, max_iter: int = 60) ->
     upper = lower = np.inf
     for it in range(max_iter + 1):
         w = v[:d]
-        wa, wb = _weights(lam[:na]), _weights(lam[na:])
+        wa, wb = convex_weights(lam[:na]), convex_weights(lam[na:])
         upper = float(np.linalg.norm(wa @ A - wb @ B))
         nw = float(np.linalg.norm(w))
         lower = float(((A @ w).min() - (B @ w).max()) / nw) if nw > 0 else -np.inf
@@ -127,26 +130,13 @@ def svm_ipm(A: np.ndarray, B: np.ndarray, *, rtol: float, max_iter: int = 60) ->
         except np.linalg.LinAlgError:
             break
         dv, ds, dl = newton(F, D, rd, rp, s * lam, lam, s)
-        a = min(_max_step(s, ds), _max_step(lam, dl))
+        a = min(max_step(s, ds), max_step(lam, dl))
         gap_aff = float((s + a * ds) @ (lam + a * dl)) / n
         sigma = (gap_aff / gap) ** 3
         dv, ds, dl = newton(F, D, rd, rp, s * lam + ds * dl - sigma * gap, lam, s)
-        a = _STEP * min(_max_step(s, ds), _max_step(lam, dl))
+        a = _STEP * min(max_step(s, ds), max_step(lam, dl))
         v = v + a * dv
         s = s + a * ds
         lam = lam + a * dl
-    wa, wb = _weights(lam[:na]), _weights(lam[na:])
+    wa, wb = convex_weights(lam[:na]), convex_weights(lam[na:])
     return SVMResult(False, wa, wb, v[:d], upper, lower, it)
-
-
-def _weights(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, None)
-    t = x.sum()
-    return x / t if t > 0 and np.isfinite(t) else np.full(x.shape, 1.0 / x.size)
-
-
-def _max_step(v: np.ndarray, dv: np.ndarray) -> float:
-    neg = dv < 0
-    if not neg.any():
-        return 1.0
-    return float(min(1.0, np.min(-v[neg] / dv[neg])))

@@ -144,7 +144,8 @@ def _directprobe_clusters(X: Any, label_ids: np.ndarray) -> int:
 
 
 def layers_label_distances(
-    layers: list[Any], label_ids: np.ndarray, *, progress: bool = False
+    layers: list[Any], label_ids: np.ndarray, *, progress: bool = False,
+    warm: list[Any] | None = None,
 ) -> list[Any]:
     """``geomcore.distances.label_distances`` of several layers in one engine call.
 
@@ -159,12 +160,16 @@ def layers_label_distances(
       layers: K arrays (n, D) (numpy or torch; read through DLPack), same rows.
       label_ids: (n,) integer label of each row.
       progress: show the engine's progress bar over label pairs.
+      warm: None, or K earlier results (None entries allowed) of the same
+        rows, e.g. this split's previous probe: layer k's pairs start from
+        warm[k]'s supports (``label_distances``' ``warm_start``).
 
     Returns:
-      K :class:`geomcore.distances.LabelDistances`, labels = the sorted ids present.
+      K :class:`geomcore.distances.LabelDistances`, labels = the sorted ids
+      present, with their supports.
     """
     from geomcore._validate import as_points
-    from geomcore.distances import LabelDistances
+    from geomcore.distances import LabelDistances, label_pair_supports
     from geomcore.solvers.pairs import solve_pairs
 
     label_ids = np.asarray(label_ids, dtype=np.int64)
@@ -183,9 +188,15 @@ def layers_label_distances(
             )
         sets.extend(Xk[order[bounds[i] : bounds[i + 1]]] for i in range(L))
         pairs.append(np.stack([iu, ju], axis=1) + k * L)
+    starts = None
+    if warm is not None:
+        if len(warm) != len(layers):
+            raise ValueError(f"`warm` has {len(warm)} entries for {len(layers)} layers.")
+        starts = [s for prev in warm for s in (label_pair_supports(prev, present) or [None] * iu.size)]
     out = []
     if iu.size and layers:
-        res = solve_pairs(sets, np.concatenate(pairs), mode="distance", progress=progress)
+        res = solve_pairs(sets, np.concatenate(pairs), mode="distance", progress=progress,
+                          warm=starts)
     for k in range(len(layers)):
         M = np.zeros((L, L))
         S = np.zeros((L, L), bool)
@@ -193,7 +204,8 @@ def layers_label_distances(
             sl = slice(k * iu.size, (k + 1) * iu.size)
             M[iu, ju] = M[ju, iu] = res.distance[sl]
             S[iu, ju] = S[ju, iu] = res.separable[sl]
-        out.append(LabelDistances(present, M, S, None))
+        sup = res.supports[sl] if iu.size else ()
+        out.append(LabelDistances(present, M, S, None, sup))
     return out
 
 
@@ -225,9 +237,15 @@ def layers_geometry(
     divided evenly among the layers, plus the layer's own centroids (and
     DirectProbe) time; ``geometry_seconds`` is the whole call's wall time.
     """
+    return _geometry(layers, label_ids, label_names, directprobe=directprobe, progress=progress,
+                     warm=None)[0]
+
+
+def _geometry(layers, label_ids, label_names, *, directprobe, progress, warm):
+    """:func:`layers_geometry`'s records, and the layers' LabelDistances."""
     t0 = time.perf_counter()
     label_ids = np.asarray(label_ids, dtype=np.int64)
-    lds = layers_label_distances(layers, label_ids, progress=progress)
+    lds = layers_label_distances(layers, label_ids, progress=progress, warm=warm)
     shared = (time.perf_counter() - t0) / max(len(layers), 1)
     recs = []
     for X, ld in zip(layers, lds):
@@ -240,7 +258,7 @@ def layers_geometry(
     total = time.perf_counter() - t0
     for rec in recs:
         rec["geometry_seconds"] = total
-    return recs
+    return recs, lds
 
 
 def layer_geometry(
@@ -291,12 +309,20 @@ def probe_split(
     progress: bool = True,
     geometry: bool = True,
     extra: dict[str, Any] | None = None,
+    warm: dict | None = None,
 ) -> ProbeOutput:
     """Embed ``task`` at every layer of ``model`` and log each layer's geometry.
 
     ``model`` is the bare encoder (a transformers AutoModel). It is put in eval
     mode for the embedding and returned to the mode it was in. Layers whose
     (step, split, layer) key is already in ``log`` are not recomputed.
+
+    ``warm``: a dict the caller keeps from probe to probe. This probe's
+    label-pair solutions are stored in it under (split, layer), and the next
+    probe of the same split starts each pair from them (the points moved a
+    little between checkpoints; see ``geomcore.label_distances``'
+    ``warm_start``). The answers are certified as in a cold start; only the
+    time changes.
     """
     t0 = time.perf_counter()
     was_training = model.training
@@ -312,10 +338,14 @@ def probe_split(
     if not geometry:
         return ProbeOutput((), layers[-1], time.perf_counter() - t0)
     todo = [k for k in range(len(layers)) if ("geometry", step, task.split, k) not in log]
-    geo = layers_geometry(
-        [layers[k] for k in todo], label_ids, label_names, directprobe=directprobe,
-        progress=progress,
-    ) if todo else []
+    geo: list = []
+    if todo:
+        geo, lds = _geometry(
+            [layers[k] for k in todo], label_ids, label_names, directprobe=directprobe,
+            progress=progress, warm=None if warm is None else [warm.get((task.split, k)) for k in todo],
+        )
+        if warm is not None:
+            warm.update({(task.split, k): ld for k, ld in zip(todo, lds)})
     for layer, g in zip(todo, geo):
         rec = {"record": "geometry", "step": step, "epoch": epoch, "split": task.split}
         rec["layer"] = layer

@@ -24,6 +24,8 @@ Run directory (``config.out_dir``):
                        the epoch's data order, time accounting (atomic writes)
   geometry.jsonl       a header line, then one line per (step, split, layer)
   metrics.jsonl        one line per probe: train/test accuracy of the head, loss
+  probe_warm.pkl       the last probe's label-pair supports per split and layer,
+                       which start the next probe's solver (atomic writes)
   results.json         written atomically when the schedule is complete
   model/               the fine-tuned encoder (save_pretrained), tokenizer, head
 
@@ -39,6 +41,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -229,6 +232,32 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _atomic_write_bytes_fn(path, lambda fh: torch.save(state, fh))
 
 
+WARM_FILE = "probe_warm.pkl"
+
+
+def _save_warm(out_dir: Path, warm: dict) -> None:
+    """The probes' label-pair supports, (split, layer) -> (labels, supports), atomically."""
+    state = {k: (np.asarray(ld.labels), ld.supports) for k, ld in warm.items()}
+    _atomic_write_bytes_fn(out_dir / WARM_FILE, lambda fh: pickle.dump(state, fh, protocol=5))
+
+
+def _load_warm(out_dir: Path) -> dict:
+    """The supports saved by :func:`_save_warm` as LabelDistances warm starts ({} if none)."""
+    from geomcore.distances import LabelDistances
+
+    path = out_dir / WARM_FILE
+    if not path.exists():
+        return {}
+    try:
+        # Our own file, written by _save_warm.
+        state = pickle.loads(path.read_bytes())
+        return {key: LabelDistances(labels, None, None, None, supports)
+                for key, (labels, supports) in state.items()}
+    except Exception as exc:
+        raise ValueError(f"{path} could not be read ({exc}); delete it to start the next "
+                         "probe's solver cold.") from exc
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         # Our own file: it holds numpy RNG state and the config dict.
@@ -417,6 +446,11 @@ def fit(
     for rec in met_log.records():
         last = {"test_accuracy": rec["test_accuracy"], "train_accuracy": rec["train_accuracy"]}
     losses: list[float] = []
+    # Each probe's label-pair solutions start the next probe's (per split and
+    # layer). They are saved after every probe of a split, so that a resumed
+    # run (whatever its checkpoint's step) starts each probe from the same
+    # supports as an uninterrupted run.
+    warm = _load_warm(out_dir) if config.geometry else {}
 
     def probe(at_step: int, epoch: int) -> None:
         keys_done = ("metrics", at_step) in met_log and (
@@ -436,8 +470,10 @@ def fit(
                 model.backbone, tokenizer, data, ids, labels.names, geo_log,
                 step=at_step, epoch=epoch, batch_size=config.batch_size,
                 directprobe=config.directprobe, device=device, progress=config.progress,
-                geometry=config.geometry,
+                geometry=config.geometry, warm=warm,
             )
+            if config.geometry:
+                _save_warm(out_dir, warm)
             accs[data.split] = _accuracy(model.head, out.last_layer, ids, device)
         seconds = time.perf_counter() - t0
         acct["probe"] += seconds

@@ -153,6 +153,7 @@ def hull_distances(
     max_iter: int = 20000,
     shard: Any = None,
     progress: bool = False,
+    warm_start: HullResults | None = None,
 ) -> HullResults:
     """Hull distances for many pairs of groups at once.
 
@@ -165,17 +166,35 @@ def hull_distances(
       shard: None/True: shard the pair axis over all JAX devices when there are
         several; False: one device; or a ``jax.sharding.Sharding``.
       progress: show a tqdm bar over pairs.
+      warm_start: the result of an earlier call with the same ``groups`` and
+        ``pairs`` on moved points (the same examples at an earlier checkpoint
+        of a model): each pair starts from its earlier support points and
+        weights (``HullResults.supports``). Only speed depends on it; every
+        answer is certified as in a cold call.
 
     Returns:
       :class:`HullResults`: arrays with one row per pair (``distance``,
       ``lower``, ``upper``, ``separable``, ``w``, ``b``, ``iterations``,
-      ``status``, ``scale``) and ``n_escalated``, the number of pairs decided by
-      the exact LP (interior point, HiGHS behind it).
+      ``status``, ``scale``), ``n_escalated``, the number of pairs decided by
+      the exact LP (interior point, HiGHS behind it), and ``supports``.
     """
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X, sets, local = _prepare(X, groups, pairs)
+    warm = _warm_supports(warm_start, local.shape[0])
     return solve_pairs(sets, local, mode="distance", tol=tol, rtol=rtol, dtype=dt,
-                       max_iter=max_iter, sharding=_sharding(shard), progress=progress)
+                       max_iter=max_iter, sharding=_sharding(shard), progress=progress, warm=warm)
+
+
+def _warm_supports(prev: Any, m: int) -> tuple | None:
+    """``prev.supports`` checked against m pairs (None if prev is None)."""
+    if prev is None:
+        return None
+    if not isinstance(prev, HullResults):
+        raise TypeError(f"`warm_start` must be the HullResults of an earlier call; got {type(prev).__name__}.")
+    if prev.supports is None or len(prev.supports) != m:
+        have = "no supports" if prev.supports is None else f"{len(prev.supports)} pairs"
+        raise ValueError(f"`warm_start` must come from a call with the same {m} pairs; it has {have}.")
+    return prev.supports
 
 
 def overlaps(
@@ -298,12 +317,16 @@ class LabelDistances(NamedTuple):
     matrix: (L, L) float64, symmetric, 0 on the diagonal and on overlapping pairs.
     separable: (L, L) bool, False on the diagonal.
     results: the :class:`HullResults` of the L(L-1)/2 pairs (i < j, row-major).
+    supports: per pair (same order), the support indices and weights
+      ``(ia, a, ib, b)`` into the rows of each label (in input order), or None
+      per pair / as a whole when not recorded: what ``warm_start`` reads.
     """
 
     labels: np.ndarray
     matrix: np.ndarray
     separable: np.ndarray
-    results: HullResults
+    results: HullResults | None
+    supports: tuple | None = None
 
     @property
     def min_distance(self) -> np.ndarray:
@@ -324,12 +347,20 @@ def label_distances(
     dtype: Any = None,
     shard: Any = None,
     progress: bool = False,
+    warm_start: LabelDistances | None = None,
 ) -> LabelDistances:
     """The (L x L) matrix of hull distances between the points of each label.
 
     Args:
       X: (n, d) points.
       labels: (n,) labels of any sortable type (ints, strings).
+      warm_start: the result of an earlier call on the same examples with the
+        same labels, at other coordinates (an earlier checkpoint of a model
+        being fine-tuned, another layer): each label pair starts from its
+        earlier support points and weights. Labels absent from it start cold.
+        Only speed depends on it: every answer is certified as in a cold
+        call. On PUD POS (4,000 words, 7 layers of the default model, 40
+        fine-tuning steps apart) it saves about half to two thirds of the time.
 
     Returns:
       :class:`LabelDistances` in sorted label order.
@@ -344,9 +375,43 @@ def label_distances(
     by_id, _ = _group_sets(X, inv.astype(np.int64))
     sets = [by_id[k] for k in range(L)]
     res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dt,
-                      sharding=_sharding(shard), progress=progress)
+                      sharding=_sharding(shard), progress=progress,
+                      warm=label_pair_supports(warm_start, uniq))
     M = np.zeros((L, L))
     S = np.zeros((L, L), bool)
     M[iu, ju] = M[ju, iu] = res.distance
     S[iu, ju] = S[ju, iu] = res.separable
-    return LabelDistances(uniq, M, S, res)
+    return LabelDistances(uniq, M, S, res, res.supports)
+
+
+def label_pair_supports(prev: LabelDistances | None, labels: np.ndarray) -> list | None:
+    """The supports of ``prev`` for the label pairs (i < j, row-major) of
+    ``labels`` (sorted): the ``warm`` of :func:`solve_pairs`. Pairs with a
+    label that ``prev`` lacks get None; None if prev is None."""
+    if prev is None:
+        return None
+    if not isinstance(prev, LabelDistances):
+        raise TypeError(
+            f"`warm_start` must be the LabelDistances of an earlier call; got {type(prev).__name__}."
+        )
+    L = labels.size
+    iu, ju = np.triu_indices(L, k=1)
+    if prev.supports is None:
+        return [None] * iu.size
+    old = {lab: k for k, lab in enumerate(np.asarray(prev.labels).tolist())}
+    P = len(old)
+    if len(prev.supports) != P * (P - 1) // 2:
+        raise ValueError(
+            f"`warm_start` has {len(prev.supports)} pair supports for {P} labels; "
+            f"expected {P * (P - 1) // 2}."
+        )
+    new = np.asarray(labels).tolist()
+    out = []
+    for i, j in zip(iu, ju):
+        a, b = old.get(new[i]), old.get(new[j])
+        if a is None or b is None:
+            out.append(None)
+            continue
+        # Both label lists are sorted, so a < b; row-major index of (a, b).
+        out.append(prev.supports[a * P - a * (a + 1) // 2 + (b - a - 1)])
+    return out

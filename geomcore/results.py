@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Status", "HullResult", "HullResults"]
+__all__ = ["Status", "HullResult", "HullResults", "PAIR_FIELDS"]
 
 
 class Status(enum.IntEnum):
@@ -75,7 +75,14 @@ class HullResult(NamedTuple):
 class HullResults(NamedTuple):
     """The fields of :class:`HullResult`, one row per pair (leading axis m).
 
-    ``n_escalated`` counts the pairs decided by the exact LP.
+    ``n_escalated`` counts the pairs decided by the exact LP. ``supports``
+    (None if not recorded) holds per pair ``(ia, a, ib, b)``: the indices of
+    the support points in A and in B (rows of each set) and their convex
+    weights, so that ``u = a @ A[ia]`` and ``v = b @ B[ib]`` are the hull
+    points whose distance is ``upper`` (for an overlap decided by the exact
+    LP, ``upper`` is the LP's tighter bound); None for a pair whose solver
+    keeps no weights (a single point against a hull). They can warm-start a later solve on moved points (see
+    :func:`geomcore.label_distances`' ``warm_start``).
     """
 
     distance: np.ndarray
@@ -88,6 +95,7 @@ class HullResults(NamedTuple):
     status: np.ndarray
     scale: np.ndarray
     n_escalated: int
+    supports: tuple | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -110,3 +118,7 @@ class HullResults(NamedTuple):
     @property
     def overlapping(self) -> np.ndarray:
         return ~self.separable
+
+
+# The per-pair array fields of HullResults, in order.
+PAIR_FIELDS = HullResults._fields[:9]

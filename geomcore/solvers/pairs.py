@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geomcore.results import HullResults, Status
-from geomcore.solvers.certificates import add_violators, certificate, hull_points, most_violating
+from geomcore.results import PAIR_FIELDS, HullResults, Status
+from geomcore.solvers.certificates import (add_violators, certificate, convex_weights, hull_points,
+                                           most_violating)
 from geomcore.solvers.exact_lp import lp_decide
 from geomcore.solvers.nearest_point import solve_padded
 from geomcore.solvers.svm_ipm import svm_ipm
@@ -139,6 +140,48 @@ def _initial_working_set(X: np.ndarray, direction: np.ndarray, k: int, lowest: b
     s = X @ direction
     idx = np.argpartition(s if lowest else -s, k - 1)[:k]
     return np.sort(idx)
+
+
+def valid_support(start, na: int, nb: int):
+    """An earlier support ``(ia, a, ib, b)`` checked against sets of na and nb
+    points (distinct in-range integer indices, positive weights), with the
+    weights normalised to sum 1 per side; None if it does not fit (or is None)."""
+    if start is None:
+        return None
+    ia, a, ib, b = (np.asarray(x) for x in start)
+    for idx, wt, n in ((ia, a, na), (ib, b, nb)):
+        if (idx.ndim != 1 or idx.shape != wt.shape or idx.size == 0 or idx.dtype.kind not in "iu"
+                or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size
+                or not np.all(wt > 0)):
+            return None
+    return ia, a / a.sum(), ib, b / b.sum()
+
+
+def _warm_working_set(A: np.ndarray, B: np.ndarray, start, k: int):
+    """A working set and weights started from an earlier solution, or None.
+
+    ``start`` = (ia, a, ib, b): support indices into A and B and their convex
+    weights (for instance the supports of the same pair at an earlier
+    checkpoint of a model). Weights mean the same in any coordinates, so the
+    new hull points u = a @ A[ia], v = b @ B[ib] start near the optimum when
+    the points moved little. The working set adds the points of each side most
+    extreme along w = u - v, up to k per side. None (start cold) if the
+    support does not fit these sets.
+    """
+    start = valid_support(start, A.shape[0], B.shape[0])
+    if start is None:
+        return None
+    ia0, a0, ib0, b0 = start
+    w = a0 @ A[ia0] - b0 @ B[ib0]
+    if not np.any(w):
+        return None
+    ia = np.union1d(ia0, _initial_working_set(A, w, max(_MIN_K, k - ia0.size), lowest=True))
+    ib = np.union1d(ib0, _initial_working_set(B, w, max(_MIN_K, k - ib0.size), lowest=False))
+    a = np.zeros(ia.size)
+    a[np.searchsorted(ia, ia0)] = a0
+    b = np.zeros(ib.size)
+    b[np.searchsorted(ib, ib0)] = b0
+    return ia, a, ib, b
 
 
 def _pad_block(sets, pairs: list[_Pair], K: int, b: int, dtype):
@@ -317,6 +360,7 @@ def solve_pairs(
     dtype=np.float32,
     sharding=None,
     progress: bool = False,
+    warm: Sequence | None = None,
     **budget,
 ) -> HullResults:
     """Hull distances or overlap decisions for many pairs of point sets.
@@ -329,15 +373,20 @@ def solve_pairs(
     pair those cannot certify within their budgets, go through the
     working-set engine (:func:`_solve_general`, whose docstring lists
     ``budget``'s keys). With ``any_only`` every pair takes the
-    general path, which can stop at the first overlap.
+    general path, which can stop at the first overlap. ``warm`` (one entry
+    per pair, see :func:`_solve_general`) starts the working-set engine's
+    pairs from earlier supports; ``supports`` of the result are None for the
+    pairs the other two solvers finished.
     """
     if mode not in ("distance", "decide"):
         raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     kw = dict(mode=mode, tol=tol, rtol=rtol, any_only=any_only, dtype=dtype, sharding=sharding,
               progress=progress, **budget)
+    if warm is not None and len(warm) != pairs.shape[0]:
+        raise ValueError(f"`warm` has {len(warm)} entries for {pairs.shape[0]} pairs.")
     if any_only or pairs.shape[0] == 0:
-        return _solve_general(sets, pairs, **kw)
+        return _solve_general(sets, pairs, warm=warm, **kw)
     from geomcore.solvers.small_pairs import SMALL_MAX, solve_small_pairs
 
     sizes = np.array([sets[int(i)].shape[0] for i in range(len(sets))])
@@ -353,7 +402,7 @@ def solve_pairs(
         single &= ~(fits & (per_hull[hull] < _POINTS_PER_HULL))
     small = ~single & fits
     if not (single.any() or small.any()):
-        return _solve_general(sets, pairs, **kw)
+        return _solve_general(sets, pairs, warm=warm, **kw)
     fast = {}
     n_escalated = 0
     if single.any():
@@ -361,22 +410,28 @@ def solve_pairs(
                                  decide=mode == "decide"))
     if small.any():
         solved, n_escalated = solve_small_pairs(sets, pairs, np.flatnonzero(small), tol=tol, rtol=rtol,
-                                                decide=mode == "decide")
+                                                decide=mode == "decide", warm=warm)
         fast.update(solved)
     rest = np.setdiff1d(np.arange(pairs.shape[0]), np.fromiter(fast, np.int64, len(fast)))
     d = sets[0].shape[1]
     m = pairs.shape[0]
     out = HullResults(np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m, bool), np.zeros((m, d)),
                       np.zeros(m), np.zeros(m, np.int64), np.zeros(m, np.int8), np.zeros(m), 0)
+    supports = [None] * m
     for k, row in fast.items():
-        for f, v in zip(HullResults._fields[:-1], row):
+        for f, v in zip(PAIR_FIELDS, row):
             getattr(out, f)[k] = v
+        if len(row) > len(PAIR_FIELDS):
+            supports[k] = row[len(PAIR_FIELDS)]
     if rest.size:
-        res = _solve_general(sets, pairs[rest], **kw)
-        for f in HullResults._fields[:-1]:
+        res = _solve_general(sets, pairs[rest], warm=None if warm is None else [warm[k] for k in rest],
+                             **kw)
+        for f in PAIR_FIELDS:
             getattr(out, f)[rest] = getattr(res, f)
         n_escalated += res.n_escalated
-    return out._replace(n_escalated=n_escalated)
+        for k, sup in zip(rest, res.supports):
+            supports[k] = sup
+    return out._replace(n_escalated=n_escalated, supports=tuple(supports))
 
 
 def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide) -> dict:
@@ -439,6 +494,7 @@ def _solve_general(
     dtype=np.float32,
     sharding=None,
     progress: bool = False,
+    warm: Sequence | None = None,
 ) -> HullResults:
     """Hull distances or overlap decisions for many pairs of point sets.
 
@@ -474,9 +530,16 @@ def _solve_general(
       dtype: np.float32 (default) or np.float64 for the iterations
         (certificates are always float64).
       sharding: optional ``jax.sharding.Sharding`` for the pair axis.
+      warm: optional, one entry per pair: None or ``(ia, a, ib, b)``, support
+        indices and weights of an earlier solution (``HullResults.supports``
+        of the same pairs on earlier coordinates of the same points). The pair
+        starts from those weights (:func:`_warm_working_set`) instead of the
+        centroid direction. Only the speed depends on it: the stopping rules
+        and certificates are the same.
 
     Returns:
-      :class:`HullResults`, distances in the units of ``sets``.
+      :class:`HullResults`, distances in the units of ``sets``, with
+      ``supports``.
     """
     if mode not in ("distance", "decide"):
         raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
@@ -500,6 +563,13 @@ def _solve_general(
             direction = np.zeros(d)
             direction[0] = 1.0
         shared = _shared_point(rows, sets, int(i), int(j))
+        start = warm[len(work)] if warm is not None and shared is None else None
+        if start is not None:
+            start = _warm_working_set(sets[i], sets[j], start, working_set)
+        if start is not None:
+            work.append(_Pair(int(i), int(j), center, radius, start[0], start[2], start[1], start[3],
+                              dtype))
+            continue
         if shared is not None:
             # An identical point in both sets: u = v, an exact overlap
             # certificate that first-order iterations only approach as O(1/k).
@@ -676,6 +746,13 @@ def _finish_qp(sets, p: _Pair, rtol: float) -> None:
     log.info("pair (%d, %d): interior-point SVM did not close in %d rounds", p.i, p.j, _QP_ROUNDS)
 
 
+def _support(p: _Pair) -> tuple:
+    """(ia, a, ib, b): p's points with weight and their weights, normalised as
+    in its certificate (:func:`certificates.convex_weights`)."""
+    a, b = convex_weights(p.a), convex_weights(p.b)
+    return p.ia[a > 0], a[a > 0], p.ib[b > 0], b[b > 0]
+
+
 def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults:
     distance = np.zeros(m)
     lower = np.zeros(m)
@@ -706,4 +783,6 @@ def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults
         separable[k] = sep
         lower[k] = max(lo, 0.0) if sep else 0.0
         distance[k] = c.upper if sep else 0.0
-    return HullResults(distance, lower, upper, separable, w, b, iterations, status, scale, n_escalated)
+    supports = tuple(_support(p) for p in work)
+    return HullResults(distance, lower, upper, separable, w, b, iterations, status, scale,
+                       n_escalated, supports)

@@ -34,7 +34,7 @@ import numpy as np
 from geomcore.results import Status
 from geomcore.solvers.certificates import certificate
 from geomcore.solvers.exact_lp import lp_decide
-from geomcore.solvers.pairs import _bucket, _pair_frame, _SetStats, _shared_point, _stats
+from geomcore.solvers.pairs import _bucket, _pair_frame, _SetStats, _shared_point, _stats, valid_support
 from geomcore.solvers.point_hull import _project_simplex_rows
 
 __all__ = ["SMALL_MAX", "solve_small_pairs"]
@@ -161,30 +161,67 @@ def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: in
     return z, steps
 
 
-def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, check_every=25):
+def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, check_every=25, x0=None):
     """Batched FISTA on (m, K, d) signed, scaled pairs. Returns z (m, K) and iterations (m,).
 
     Rows that finish leave the batch at each check, so a hard pair does not
-    keep the easy ones iterating.
+    keep the easy ones iterating. ``x0`` (m, K): feasible starting weights
+    (default: the two centroids); with it, a check (Newton polish on the
+    start's support, then the stopping test) runs before the first
+    iteration, so a start on the right support finishes at no iteration cost.
     """
     m, K, _ = Z.shape
     G_all = Z @ np.swapaxes(Z, 1, 2)
-    lip = np.linalg.eigvalsh(G_all)[:, -1]
-    step_all = 1.0 / np.maximum(lip, 1e-300)
     ia = np.zeros(K, bool)
     ia[:ka] = True
-    # Start at the two centroids.
-    x_all = mask / np.where(ia[None, :], mask[:, :ka].sum(1, keepdims=True), mask[:, ka:].sum(1, keepdims=True))
+    if x0 is None:
+        # Start at the two centroids.
+        x_all = mask / np.where(ia[None, :], mask[:, :ka].sum(1, keepdims=True),
+                                mask[:, ka:].sum(1, keepdims=True))
+    else:
+        x_all = np.where(mask, x0, 0.0)
     iters = np.zeros(m, np.int64)
     act = np.arange(m)
-    G, step, msk, x = G_all, step_all, mask, x_all.copy()
-    y = x.copy()
-    # G y is kept alongside y (a linear combination of G x and the previous
-    # G x), so each iteration costs one batched matvec, not two.
+    G, msk, x = G_all, mask, x_all.copy()
+    # G x is kept alongside x (and G y alongside y: a linear combination of
+    # G x and the previous G x), so each iteration costs one batched matvec.
     gx = _matvec(G, x)
-    gy = gx.copy()
-    t = np.ones(m)
-    f_prev = np.full(m, np.inf)
+    f = 0.5 * np.einsum("ak,ak->a", x, gx)
+
+    def check(x, gx, f, last):
+        """Polish, then the stopping test; returns x, gx, f, polished, finished, extra steps."""
+        x, gx, f, pol = _polish(G, x, gx, f, ka)
+        # With w = Z^T x and g = G x, g_i = <w, z_i>: on A rows <w, a_i>,
+        # on B rows -<w, b_j>; so min_A <w,a> - max_B <w,b> = ga + gb = L U
+        # and U^2 = 2 f: the certificate's gap is U (U - L) = u2 - (ga + gb).
+        u2 = np.maximum(2.0 * f, 0.0)
+        ga = np.where(msk & ia[None, :], gx, np.inf).min(axis=1)
+        gb = np.where(msk & ~ia[None, :], gx, np.inf).min(axis=1)
+        sep = (ga + gb) > 0
+        fin = (u2 <= tol_s**2) | ((u2 - (ga + gb) <= rtol * u2 / 2.0) & sep) | (decide & sep)
+        extra = np.zeros(x.shape[0], np.int64)
+        if last:
+            # Out of budget: the active-set method finishes what is left
+            # (exactly, in a few support changes), from FISTA's iterate.
+            for r in np.flatnonzero(~fin) if finish else ():
+                mk = msk[r]
+                x[r, mk], extra[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
+                                                 max_steps=4 * int(mk.sum()))
+            fin[:] = True
+        return x, gx, f, pol, fin, extra
+
+    if x0 is not None:
+        x, gx, f, _, fin, extra = check(x, gx, f, max_iter == 0)
+        x_all[act] = x
+        iters[act] = extra
+        keep = ~fin
+        act, G, msk, x, gx, f = (v[keep] for v in (act, G, msk, x, gx, f))
+    if act.size:
+        # Only the rows still running need their step size.
+        step = 1.0 / np.maximum(np.linalg.eigvalsh(G)[:, -1], 1e-300)
+    y, gy = x.copy(), gx.copy()
+    t = np.ones(act.size)
+    f_prev = np.full(act.size, np.inf)
     it = 0
     while it < max_iter and act.size:
         x_new = _project_blocks(y - step[:, None] * gy, msk)
@@ -198,44 +235,43 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
         x, gx, t, f_prev = x_new, gx_new, t_new, f
         it += 1
         if it % check_every == 0 or it == max_iter:
-            x, gx, f, pol = _polish(G, x, gx, f, ka)
-            # With w = Z^T x and g = G x, g_i = <w, z_i>: on A rows <w, a_i>,
-            # on B rows -<w, b_j>; so min_A <w,a> - max_B <w,b> = ga + gb = L U
-            # and U^2 = 2 f: the certificate's gap is U (U - L) = u2 - (ga + gb).
+            x, gx, f, pol, fin, extra = check(x, gx, f, it >= max_iter)
             y[pol], gy[pol], t[pol] = x[pol], gx[pol], 1.0
             f_prev = f
-            u2 = np.maximum(2.0 * f, 0.0)
-            ga = np.where(msk & ia[None, :], gx, np.inf).min(axis=1)
-            gb = np.where(msk & ~ia[None, :], gx, np.inf).min(axis=1)
-            sep = (ga + gb) > 0
-            fin = (u2 <= tol_s**2) | ((u2 - (ga + gb) <= rtol * u2 / 2.0) & sep) | (decide & sep)
-            if it >= max_iter:
-                # Out of budget: the active-set method finishes what is left
-                # (exactly, in a few support changes), from FISTA's iterate.
-                extra = np.zeros(act.size, np.int64)
-                for r in np.flatnonzero(~fin) if finish else ():
-                    mk = msk[r]
-                    x[r, mk], extra[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
-                                                     max_steps=4 * int(mk.sum()))
-                fin[:] = True
-            else:
-                extra = 0
             x_all[act] = x
             iters[act] = it + extra
-            keep = ~fin
-            act, G, step, msk, x, gx, y, gy, t, f_prev = (
-                v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev))
+            if fin.any():
+                # Copy the batch down only when rows leave it (G is m x K x K).
+                keep = ~fin
+                act, G, step, msk, x, gx, y, gy, t, f_prev = (
+                    v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev))
     return x_all, iters
+
+
+def _warm_row(start, na: int, nb: int, ka: int) -> np.ndarray | None:
+    """A (2 ka,) weight row from an earlier support (ia, a, ib, b), or None if
+    it does not fit sets of na and nb points."""
+    start = valid_support(start, na, nb)
+    if start is None:
+        return None
+    ia, a, ib, b = start
+    row = np.zeros(2 * ka)
+    row[ia] = a
+    row[ka + ib] = b
+    return row
 
 
 def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, rtol: float,
                       decide: bool, max_iter: int = 150, finish: bool = True,
-                      escalate: bool = True) -> tuple[dict, int]:
+                      escalate: bool = True, warm=None) -> tuple[dict, int]:
     """Pairs ``pairs[idx]`` with at most SMALL_MAX points in all, solved in batches.
 
     Returns ({pair index: (distance, lower, upper, separable, w, b,
-    iterations, status, scale)}, n_escalated): the pair engine's fields in the
-    caller's units for every pair decided here. Pairs not certified within
+    iterations, status, scale, support)}, n_escalated): the pair engine's
+    fields in the caller's units for every pair decided here, and the support
+    ``(ia, a, ib, b)`` of its hull points u, v. ``warm`` (None, or one entry
+    per row of ``pairs``: None or an earlier support of that pair) starts a
+    pair from those weights instead of the centroids. Pairs not certified within
     ``max_iter`` FISTA iterations are finished by the active-set method
     (``finish``; ``iterations`` then counts its steps too). What that cannot
     certify is decided by the exact LP (``Status.EXACT_LP``, counted); in "distance"
@@ -258,10 +294,13 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     rows: dict[int, np.ndarray] = {}
     for k in idx:
         i, j = int(pairs[k, 0]), int(pairs[k, 1])
-        if _shared_point(rows, sets, i, j) is not None:
+        shared = _shared_point(rows, sets, i, j)
+        if shared is not None:
             # An identical point on both sides: u = v, an exact overlap.
+            one = np.ones(1)
             out[int(k)] = (0.0, 0.0, 0.0, False, np.zeros(sets[i].shape[1]), 0.0, 0,
-                           int(Status.OVERLAP), 2.0 * frame(i, j)[1])
+                           int(Status.OVERLAP), 2.0 * frame(i, j)[1],
+                           (np.array([shared[0]]), one, np.array([shared[1]]), one))
             continue
         # One padded size for both sides: few groups, at most 2x padding.
         kk = _bucket(max(sets[i].shape[0], sets[j].shape[0]))
@@ -276,6 +315,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
             Z = np.zeros((m, K, d))
             mask = np.zeros((m, K), bool)
             centers, radii = [], []
+            starts: dict[int, np.ndarray] = {}
             for r, k in enumerate(part):
                 i, j = int(pairs[k, 0]), int(pairs[k, 1])
                 c, R = frame(i, j)
@@ -286,15 +326,27 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                 mask[r, ka : ka + B.shape[0]] = True
                 centers.append(c)
                 radii.append(R)
+                start = _warm_row(warm[k], A.shape[0], B.shape[0], ka) if warm is not None else None
+                if start is not None:
+                    starts[r] = start
+            x0 = None
+            if starts:
+                # Rows without a start begin at the two centroids.
+                x0 = mask / np.where(np.arange(K) < ka, mask[:, :ka].sum(1, keepdims=True),
+                                     mask[:, ka:].sum(1, keepdims=True))
+                for r, start in starts.items():
+                    x0[r] = start
             # tol is relative to scale = 2R; in units of R that is 2 tol.
             x, it = _solve_group(Z, mask, ka, tol_s=2.0 * tol, rtol=rtol, decide=decide, max_iter=max_iter,
-                                 finish=finish)
+                                 finish=finish, x0=x0)
             for r, k in enumerate(part):
                 i, j = int(pairs[k, 0]), int(pairs[k, 1])
                 A, B = sets[i], sets[j]
                 a = np.maximum(x[r, : A.shape[0]], 0.0)
                 b = np.maximum(x[r, ka : ka + B.shape[0]], 0.0)
                 a, b = a / a.sum(), b / b.sum()
+                ka_, kb_ = np.flatnonzero(a), np.flatnonzero(b)
+                support = (ka_, a[ka_], kb_, b[kb_])
                 u, v = a @ A, b @ B
                 w = u - v
                 cert = certificate(u, v, A @ w, B @ w)
@@ -324,16 +376,16 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                         w, off = lp.w / nrm, float(0.5 * (sa.min() + sb.max()) / nrm)
                     upper = cert.upper if lp.separable else min(cert.upper, lp.upper * R)
                     out[k] = (cert.upper if lp.separable else 0.0, lower, upper, bool(lp.separable),
-                              w, off, int(it[r]), int(Status.EXACT_LP), scale)
+                              w, off, int(it[r]), int(Status.EXACT_LP), scale, support)
                     continue
                 out[k] = (cert.upper if sep else 0.0, max(cert.lower, 0.0) if sep else 0.0, cert.upper, sep,
-                          cert.w, cert.offset, int(it[r]), int(status), scale)
+                          cert.w, cert.offset, int(it[r]), int(status), scale, support)
     if retry:
         # Thin separable pairs: their distance converges, only slowly. A
         # longer run on these few rows is cheaper than the working-set
         # engine; what still fails goes there.
         more, _ = solve_small_pairs(sets, pairs, np.array(retry), tol=tol, rtol=rtol, decide=decide,
-                                    max_iter=30 * max_iter, finish=finish, escalate=False)
+                                    max_iter=30 * max_iter, finish=finish, escalate=False, warm=warm)
         for k, row in more.items():
             out[k] = row[:7] + (int(Status.EXACT_LP),) + row[8:]
     return out, n_escalated

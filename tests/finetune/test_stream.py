@@ -194,3 +194,40 @@ def test_layers_geometry_one_engine_call_matches_closed_forms():
     assert all(r["seconds"] >= 0 and r["geometry_seconds"] >= r["seconds"] for r in recs)
     with pytest.raises(ValueError, match=r"layers\[1\] has 5 rows"):
         stream_mod.layers_geometry([a, a[:5]], y, ("p", "q", "r"))
+
+
+def test_probes_start_from_the_previous_probe_of_the_same_split_and_layer(tmp_path, monkeypatch):
+    import geomcore.solvers.pairs as pairs_mod
+
+    model, tok = build_tiny_encoder(tmp_path)
+    task = toy_task("train", 8, 23)
+    names = tuple(sorted(set(task.labels)))
+    ids = np.array([names.index(x) for x in task.labels])
+    log = JsonlLog(tmp_path / "g.jsonl", ("record", "step", "split", "layer"))
+    warm: dict = {}
+    seen = []
+    real = pairs_mod.solve_pairs
+
+    def spy(*args, **kw):
+        seen.append(kw.get("warm"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pairs_mod, "solve_pairs", spy)
+    first = probe_split(model, tok, task, ids, names, log, step=0, epoch=0, progress=False, warm=warm)
+    n_layers = len(first.records)
+    assert sorted(warm) == [("train", k) for k in range(n_layers)]
+    assert seen[0] is None or all(s is None for s in seen[0])
+    before = {k: ld.supports for k, ld in warm.items()}
+    second = probe_split(model, tok, task, ids, names, log, step=1, epoch=0, progress=False, warm=warm)
+    # The second call got, pair by pair and layer by layer, the first call's supports.
+    n_pairs = len(before[("train", 0)])
+    assert len(seen[1]) == n_layers * n_pairs
+    for k in range(n_layers):
+        for p in range(n_pairs):
+            got, want = seen[1][k * n_pairs + p], before[("train", k)][p]
+            assert (got is None) == (want is None)
+            if want is not None:
+                assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    for r1, r2 in zip(first.records, second.records):
+        np.testing.assert_allclose(np.array(r2["label_distances"], float),
+                                   np.array(r1["label_distances"], float), rtol=1e-4, atol=1e-12)

@@ -35,8 +35,11 @@ def test_matches_highs_and_qp(rng, d, mode):
                                decide=mode == "decide")
     assert len(out) >= len(pairs) - 1  # almost all decided here; the rest go to the engine
     for k, row in out.items():
-        dist, lower, upper, sep, w, b, _, status, scale = row
+        dist, lower, upper, sep, w, b, _, status, scale, (ia, a, ib, bw) = row
         A, B = sets[pairs[k, 0]], sets[pairs[k, 1]]
+        # The support's hull points are the ones whose distance is U.
+        assert np.all(a > 0) and np.all(bw > 0) and abs(a.sum() - 1) < 1e-12 and abs(bw.sum() - 1) < 1e-12
+        assert abs(np.linalg.norm(a @ A[ia] - bw @ B[ib]) - upper) <= 1e-9 * scale
         truth_sep = lp_separable(A, B)
         if sep:
             assert truth_sep, k

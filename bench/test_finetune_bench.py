@@ -14,6 +14,11 @@ corpora under ``$FINETUNE_DATA_DIR`` (default <repo>/../shared/data):
   step; reports seconds per step and per probe (cold and warm), the short
   run's probing fraction, and the fraction they imply for the README's run
   (full schedule, probe every ``FINETUNE_BENCH_RUN_PROBE_EVERY`` = 40 steps).
+  The second probe starts its solver from the first's supports, as every
+  probe after the first does in a run; with ``FINETUNE_BENCH_STEPS=40`` the
+  two are as far apart as the README run's probes. The persistent
+  compilation cache is on, as in the ``finetune`` command; the record says
+  how full it was (``GEOMCORE_COMPILATION_CACHE=0`` turns it off).
   ``FINETUNE_BENCH_MAX_TRAIN_EXAMPLES`` / ``FINETUNE_BENCH_MAX_TEST_EXAMPLES``
   slice the corpora as ``--max-train-examples`` / ``--max-test-examples`` do
   (the study's ``quick`` preset uses POS 4000 / 1000).
@@ -134,6 +139,13 @@ def test_streaming_overhead(benchmark, task, tmp_path):
       README's command) = probes / (steps * step_s + probes), where probes =
       cold probe + (n_probes - 1) * warm probe, all measured here.
     """
+    from geomcore.compile_cache import enable_compilation_cache
+
+    # As the finetune command does: JAX's persistent compilation cache, so
+    # the cold probe's compiles depend on whether an earlier process filled it
+    # (recorded below; GEOMCORE_COMPILATION_CACHE=0 measures without it).
+    cache = enable_compilation_cache()
+    cache_entries = sum(1 for p in cache.rglob("*") if p.is_file()) if cache else 0
     steps = int(os.environ.get("FINETUNE_BENCH_STEPS", "8"))
     run_every = int(os.environ.get("FINETUNE_BENCH_RUN_PROBE_EVERY", "40"))
     cfg = TrainConfig(task=task, out_dir=tmp_path / "run", model=_model(), data_dir=data_dir(),
@@ -191,6 +203,8 @@ def test_streaming_overhead(benchmark, task, tmp_path):
         "probe_fraction_projected": projected,
         "train_sentences_per_second": res.train_sentences_per_second,
         "torch_threads": torch.get_num_threads(),
+        "compilation_cache": str(cache) if cache else None,
+        "compilation_cache_entries_before": cache_entries,
         "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
     }
     benchmark.extra_info.update(info)

@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from geomcore.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:

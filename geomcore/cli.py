@@ -682,6 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
     )
+    from geomcore.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     debug = os.environ.get("GEOMCORE_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))

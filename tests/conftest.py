@@ -10,6 +10,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The command lines switch on JAX's persistent compilation cache
+# (geomcore.compile_cache); tests must not write to the user's cache, so it is
+# off here unless a test sets it (tests/geomcore/test_compile_cache.py).
+os.environ["GEOMCORE_COMPILATION_CACHE"] = "0"
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -132,3 +132,30 @@ def test_active_set_finishes_what_fista_leaves(rng, gap):
             assert out[k][6] > 1  # the active-set steps are counted
         else:
             assert out[k][7] == Status.OVERLAP
+
+
+@pytest.mark.parametrize("d", [3, 30])
+def test_warm_starts_reach_the_true_answers_on_dependent_supports(rng, d):
+    """Starts from other points' supports (here: each pair's weights on a
+    perturbed copy) and from poor starts (uniform weights on every point),
+    on sets with repeated and collinear points, where the active-set method's
+    KKT systems are singular: answers still match HiGHS and the QP."""
+    sets, pairs = _random_pairs(rng, d)
+    for s in range(0, len(sets), 2):
+        A = sets[s]
+        sets[s] = np.vstack([A, A[:3], 0.5 * (A[0] + A[1]), 0.25 * A[0] + 0.75 * A[1]])
+    moved = [X + 0.05 * rng.normal(size=X.shape) for X in sets]
+    idx = np.arange(len(pairs))
+    first, _ = solve_small_pairs(moved, pairs, idx, tol=1e-9, rtol=1e-6, decide=False)
+    starts = [first[k][9] if k in first and k % 2 == 0 else
+              (np.arange(len(sets[2 * k])), np.ones(len(sets[2 * k])),
+               np.arange(len(sets[2 * k + 1])), np.ones(len(sets[2 * k + 1])))
+              for k in range(len(pairs))]
+    out, _ = solve_small_pairs(sets, pairs, idx, tol=1e-9, rtol=1e-6, decide=False, warm=starts)
+    for k, row in out.items():
+        A, B = sets[pairs[k, 0]], sets[pairs[k, 1]]
+        sep = lp_separable(A, B)
+        assert row[3] == sep, k
+        if sep:
+            t = qp_distance(A, B)
+            assert abs(row[0] - t) <= 1e-5 * t, k

@@ -374,9 +374,9 @@ def solve_pairs(
     working-set engine (:func:`_solve_general`, whose docstring lists
     ``budget``'s keys). With ``any_only`` every pair takes the
     general path, which can stop at the first overlap. ``warm`` (one entry
-    per pair, see :func:`_solve_general`) starts the working-set engine's
-    pairs from earlier supports; ``supports`` of the result are None for the
-    pairs the other two solvers finished.
+    per pair, see :func:`_solve_general`) starts the working-set engine's and
+    the small-pair solver's pairs from earlier supports; ``supports`` of the
+    result are None for the pairs the point-to-hull solver finished.
     """
     if mode not in ("distance", "decide"):
         raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")

@@ -220,30 +220,35 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
         if last:
             # Out of budget: the active-set method finishes what is left
             # (exactly, in a few support changes), from FISTA's iterate.
-            for r in np.flatnonzero(~fin) if finish else ():
-                mk = msk[r]
-                x[r, mk], extra[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
-                                                 max_steps=4 * int(mk.sum()))
+            if finish:
+                extra = active_set_rows(x, ~fin, None)
             fin[:] = True
         return x, gx, f, pol, fin, extra
 
+    def active_set_rows(x, rows, max_steps):
+        """The active-set method on the rows ``rows`` of x, in place; its steps per row."""
+        steps = np.zeros(x.shape[0], np.int64)
+        for r in np.flatnonzero(rows):
+            mk = msk[r]
+            x[r, mk], steps[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
+                                             max_steps=max_steps or 4 * int(mk.sum()))
+        return steps
+
+    done_steps = np.zeros(m, np.int64)  # steps before FISTA (warm starts)
     if x0 is not None:
-        x, gx, f, _, fin, extra = check(x, gx, f, max_iter == 0)
+        x, gx, f, _, fin, done_steps = check(x, gx, f, max_iter == 0)
         if finish and not fin.all():
             # A start near the optimum differs from it by a few support
             # changes: the active-set method makes them exactly, where FISTA
             # would begin again from a step size and a momentum of zero.
-            for r in np.flatnonzero(~fin):
-                mk = msk[r]
-                x[r, mk], extra[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
-                                                 max_steps=_WARM_STEPS)
+            done_steps = active_set_rows(x, ~fin, _WARM_STEPS)
             gx = _matvec(G, x)
             f = 0.5 * np.einsum("ak,ak->a", x, gx)
             x, gx, f, _, fin, _ = check(x, gx, f, False)
         x_all[act] = x
-        iters[act] = extra
+        iters[act] = done_steps
         keep = ~fin
-        act, G, msk, x, gx, f = (v[keep] for v in (act, G, msk, x, gx, f))
+        act, G, msk, x, gx, f, done_steps = (v[keep] for v in (act, G, msk, x, gx, f, done_steps))
     if act.size:
         # Only the rows still running need their step size.
         step = 1.0 / np.maximum(np.linalg.eigvalsh(G)[:, -1], 1e-300)
@@ -267,12 +272,12 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
             y[pol], gy[pol], t[pol] = x[pol], gx[pol], 1.0
             f_prev = f
             x_all[act] = x
-            iters[act] = it + extra
+            iters[act] = done_steps + it + extra
             if fin.any():
                 # Copy the batch down only when rows leave it (G is m x K x K).
                 keep = ~fin
-                act, G, step, msk, x, gx, y, gy, t, f_prev = (
-                    v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev))
+                act, G, step, msk, x, gx, y, gy, t, f_prev, done_steps = (
+                    v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev, done_steps))
     return x_all, iters
 
 

@@ -71,10 +71,15 @@ _SCRIPT = textwrap.dedent(
     X = np.vstack([rng.normal(size=(n, 6)) + 1.5 * rng.normal(size=6) for n in sizes])
     g = np.repeat(np.arange(8), sizes)
     iu, ju = np.triu_indices(8, 1)
-    r = geomcore.hull_distances(X, g, np.stack([iu, ju], 1), shard=sys.argv[1] == "shard")
+    shard = sys.argv[1] == "shard"
+    r = geomcore.hull_distances(X, g, np.stack([iu, ju], 1), shard=shard)
+    # The same points moved a little, started from r's supports.
+    X2 = 1.1 * X + 0.05 * rng.normal(size=X.shape)
+    r2 = geomcore.hull_distances(X2, g, np.stack([iu, ju], 1), shard=shard, warm_start=r)
     print(json.dumps({"devices": jax.device_count(), "distance": r.distance.tolist(),
                       "lower": r.lower.tolist(), "sep": r.separable.tolist(),
-                      "it": r.iterations.tolist()}))
+                      "it": r.iterations.tolist(), "warm_distance": r2.distance.tolist(),
+                      "warm_it": r2.iterations.tolist()}))
     """
 )
 
@@ -96,3 +101,6 @@ def test_sharded_over_4_devices_is_identical_to_one():
     assert one["distance"] == four["distance"]
     assert one["lower"] == four["lower"]
     assert one["it"] == four["it"]
+    # Warm starts too: same start, same answer, on one device or four.
+    assert one["warm_distance"] == four["warm_distance"]
+    assert one["warm_it"] == four["warm_it"]

@@ -20,6 +20,10 @@ to ``geometry.jsonl``:
   ``geometry_seconds``: that call's wall time, ``embed_seconds``: wall time of
   embedding the split (shared by its layers).
 
+Each probe's label pairs start from the previous probe's solution of the same
+split and layer (``probe_split``'s ``warm``; geomcore's warm starts), which
+changes the time only, never what is certified.
+
 Lines are flushed and fsync'ed one by one; a line whose key is already in the
 file is not written again, so a resumed run never duplicates a probe.
 """

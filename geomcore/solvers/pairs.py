@@ -106,16 +106,41 @@ class _Pair:
 def _shared_point(rows: dict, sets, i: int, j: int):
     """Indices (in A, in B) of a point present in both sets, or None.
 
-    Rows are compared exactly (their float64 bytes), via one sort per pair.
+    Each set's rows are hashed once (64 bits of their float64 bytes, cached in
+    ``rows``); a common hash is confirmed by comparing the rows exactly, and
+    in the (astronomically unlikely) case that no common hash is a real
+    match, the rows are compared exactly through one sort of their bytes.
     """
     for s in (i, j):
         if s not in rows:
-            X = np.ascontiguousarray(sets[s])
-            rows[s] = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
+            rows[s] = _row_hashes(sets[s])
     common, ka, kb = np.intersect1d(rows[i], rows[j], assume_unique=False, return_indices=True)
     if common.size == 0:
         return None
-    return int(ka[0]), int(kb[0])
+    A, B = sets[i], sets[j]
+    for a, b in zip(ka, kb):
+        if np.array_equal(A[a], B[b]):
+            return int(a), int(b)
+    exact = [np.ascontiguousarray(X).view(np.dtype((np.void, 8 * X.shape[1]))).ravel() for X in (A, B)]
+    common, ka, kb = np.intersect1d(*exact, return_indices=True)
+    return (int(ka[0]), int(kb[0])) if common.size else None
+
+
+def _row_hashes(X: np.ndarray) -> np.ndarray:
+    """(n,) uint64 hash of each row's float64 bytes (equal rows, equal hashes).
+
+    -0.0 and 0.0 differ in bytes and hash differently, as in the exact
+    comparison the engine used before (equal bytes).
+    """
+    V = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64)
+    # Odd multipliers per column, summed with wrap-around, then mixed.
+    mult = (np.arange(1, V.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        h = (V * mult).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+    return h
 
 
 def _stats(X: np.ndarray) -> _SetStats:

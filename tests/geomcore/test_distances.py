@@ -244,3 +244,25 @@ def test_properties(seed, shift, d):
     r3 = geomcore.hull_distance(3.0 * A + t, 3.0 * B + t)
     assert r3.separable == r.separable
     assert abs(r3.distance - 3.0 * r.distance) <= 3e-4 * r.distance + 1e-7
+
+
+def test_shared_point_finds_exact_common_rows_even_under_hash_collisions(rng, monkeypatch):
+    import geomcore.solvers.pairs as gp
+
+    def brute(A, B):
+        return {(i, j) for i in range(len(A)) for j in range(len(B)) if np.array_equal(A[i], B[j])}
+
+    A = rng.normal(size=(60, 5))
+    B = rng.normal(size=(40, 5))
+    B[7] = A[13]
+    C = A[:1].copy()
+    C[0, 0] = np.nextafter(C[0, 0], np.inf)  # one ulp away: not shared
+    for X, Y in ((A, B), (A, C), (A, B[:7])):
+        got = gp._shared_point({}, [X, Y], 0, 1)
+        want = brute(X, Y)
+        assert (got is None) == (not want) and (got is None or got in want)
+    # Every row hashes alike: candidates are checked exactly, then the exact
+    # fallback decides.
+    monkeypatch.setattr(gp, "_row_hashes", lambda X: np.zeros(len(X), np.uint64))
+    assert gp._shared_point({}, [A, B], 0, 1) == (13, 7)
+    assert gp._shared_point({}, [A, C], 0, 1) is None

@@ -472,7 +472,7 @@ def fit(
                 directprobe=config.directprobe, device=device, progress=config.progress,
                 geometry=config.geometry, warm=warm,
             )
-            if config.geometry:
+            if out.records:  # this probe solved pairs: their supports changed
                 _save_warm(out_dir, warm)
             accs[data.split] = _accuracy(model.head, out.last_layer, ids, device)
         seconds = time.perf_counter() - t0

@@ -81,8 +81,9 @@ class HullResults(NamedTuple):
     weights, so that ``u = a @ A[ia]`` and ``v = b @ B[ib]`` are the hull
     points whose distance is ``upper`` (for an overlap decided by the exact
     LP, ``upper`` is the LP's tighter bound); None for a pair whose solver
-    keeps no weights (a single point against a hull). They can warm-start a later solve on moved points (see
-    :func:`geomcore.label_distances`' ``warm_start``).
+    keeps no weights (a single point against a hull). They can warm-start a
+    later solve on moved points (see :func:`geomcore.label_distances`'
+    ``warm_start``).
     """
 
     distance: np.ndarray

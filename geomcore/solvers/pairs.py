@@ -577,24 +577,24 @@ def _solve_general(
     stats: dict[int, _SetStats] = {}
     rows: dict[int, np.ndarray] = {}
     work: list[_Pair] = []
-    for i, j in pairs:
+    for k, (i, j) in enumerate(pairs):
         for s in (i, j):
             if s not in stats:
                 stats[s] = _stats(sets[s])
         si, sj = stats[i], stats[j]
         center, radius = _pair_frame(si, sj)
+        shared = _shared_point(rows, sets, int(i), int(j))
+        start = None
+        if warm is not None and shared is None:
+            start = _warm_working_set(sets[i], sets[j], warm[k], working_set)
+        if start is not None:
+            ia, a0, ib, b0 = start
+            work.append(_Pair(int(i), int(j), center, radius, ia, ib, a0, b0, dtype))
+            continue
         direction = si.mean - sj.mean
         if not np.any(direction):
             direction = np.zeros(d)
             direction[0] = 1.0
-        shared = _shared_point(rows, sets, int(i), int(j))
-        start = warm[len(work)] if warm is not None and shared is None else None
-        if start is not None:
-            start = _warm_working_set(sets[i], sets[j], start, working_set)
-        if start is not None:
-            work.append(_Pair(int(i), int(j), center, radius, start[0], start[2], start[1], start[3],
-                              dtype))
-            continue
         if shared is not None:
             # An identical point in both sets: u = v, an exact overlap
             # certificate that first-order iterations only approach as O(1/k).

@@ -178,6 +178,12 @@ def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: in
     return z, steps
 
 
+def _centroid_weights(mask: np.ndarray, ka: int) -> np.ndarray:
+    """(m, K) uniform weights on each side's real points: the two centroids."""
+    side = np.arange(mask.shape[1]) < ka
+    return mask / np.where(side, mask[:, :ka].sum(1, keepdims=True), mask[:, ka:].sum(1, keepdims=True))
+
+
 def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, check_every=25, x0=None):
     """Batched FISTA on (m, K, d) signed, scaled pairs. Returns z (m, K) and iterations (m,).
 
@@ -191,12 +197,7 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
     G_all = Z @ np.swapaxes(Z, 1, 2)
     ia = np.zeros(K, bool)
     ia[:ka] = True
-    if x0 is None:
-        # Start at the two centroids.
-        x_all = mask / np.where(ia[None, :], mask[:, :ka].sum(1, keepdims=True),
-                                mask[:, ka:].sum(1, keepdims=True))
-    else:
-        x_all = np.where(mask, x0, 0.0)
+    x_all = _centroid_weights(mask, ka) if x0 is None else np.where(mask, x0, 0.0)
     iters = np.zeros(m, np.int64)
     act = np.arange(m)
     G, msk, x = G_all, mask, x_all.copy()
@@ -365,8 +366,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
             x0 = None
             if starts:
                 # Rows without a start begin at the two centroids.
-                x0 = mask / np.where(np.arange(K) < ka, mask[:, :ka].sum(1, keepdims=True),
-                                     mask[:, ka:].sum(1, keepdims=True))
+                x0 = _centroid_weights(mask, ka)
                 for r, start in starts.items():
                     x0[r] = start
             # tol is relative to scale = 2R; in units of R that is 2 tol.

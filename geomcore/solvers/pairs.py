@@ -478,7 +478,7 @@ def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide)
     for hull, items in by_hull.items():
         X = sets[hull]
         P = np.concatenate([sets[p] for _, p, _ in items], axis=0)
-        res = solve_point_hull(P, X, tol=tol, rtol=rtol)
+        res = solve_point_hull(P, X, tol=tol, rtol=rtol, decide=decide)
         S = X @ res.w.T  # (n, m) scores of the hull on each pair's w = p - q
         sp = np.einsum("md,md->m", P, res.w)
         for r, (k, _, point_is_a) in enumerate(items):

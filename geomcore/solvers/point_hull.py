@@ -46,11 +46,32 @@ MAX_GRAM = 4096
 SHARED_MAX = 256
 
 
-def solve_point_hull(P: np.ndarray, X: np.ndarray, *, tol: float, rtol: float) -> "PointHullBatch":
-    """Distances from every row of P to conv X, by whichever solver suits X's size."""
-    if X.shape[0] <= SHARED_MAX:
-        return point_hull_batch(P, X, tol=tol, rtol=rtol)
-    return point_hull_ws_batch(P, X, tol=tol, rtol=rtol)
+def solve_point_hull(P: np.ndarray, X: np.ndarray, *, tol: float, rtol: float,
+                     decide: bool = False) -> "PointHullBatch":
+    """Distances from every row of P to conv X, by whichever solver suits X's size.
+
+    With ``decide`` a point is done as soon as it is decided: inside (U <= tol
+    * scale) or outside (L > 0, the slab of w separates p from every member),
+    the pair engine's ``decide`` mode; its U is then a bound, not a certified
+    distance. The centroid direction w = p - mean X is tried first, for all
+    points in one product: it decides most points far from the hull at no
+    iteration cost.
+    """
+    if not decide:
+        if X.shape[0] <= SHARED_MAX:
+            return point_hull_batch(P, X, tol=tol, rtol=rtol)
+        return point_hull_ws_batch(P, X, tol=tol, rtol=rtol)
+    P, X, Xc, Pc, scale = _frame(P, X)
+    # Uniform weights: q = mean X, the origin of the centred frame.
+    U, L, W = _certify(Xc, Pc, np.full((X.shape[0], P.shape[0]), 1.0))
+    out = _result(L > 0, U, L, np.zeros(P.shape[0], np.int64), W, scale, tol)
+    rest = np.flatnonzero(L <= 0)
+    if rest.size:
+        solver = point_hull_batch if X.shape[0] <= SHARED_MAX else point_hull_ws_batch
+        sub = solver(P[rest], X, tol=tol, rtol=rtol, decide=True)
+        for f, v in zip(PointHullBatch._fields, sub):
+            getattr(out, f)[rest] = v
+    return out
 
 
 class PointHullBatch(NamedTuple):
@@ -112,6 +133,7 @@ def point_hull_batch(
     rtol: float,
     max_iter: int = 3000,
     check_every: int = 20,
+    decide: bool = False,
 ) -> PointHullBatch:
     """Certified distances from every row of P to conv(rows of X).
 
@@ -122,6 +144,7 @@ def point_hull_batch(
       rtol: relative gap (U - L) / U at which a distance is certified.
       max_iter: FISTA iterations before the remaining points are given up.
       check_every: iterations between certificate checks.
+      decide: stop a point once it is decided (inside, or L > 0).
     """
     P, X, Xc, Pc, scale = _frame(P, X)
     m, n = P.shape[0], X.shape[0]
@@ -168,11 +191,16 @@ def point_hull_batch(
             Uk, Lk, Wk = _certify(Xc, Pc[active], x)
             iters[active] = it
             U[active], L[active], W[active] = Uk, Lk, Wk
-            fin = (Uk <= tol * scale[active]) | (Uk - Lk <= rtol * Uk)
+            fin = (Uk <= tol * scale[active]) | _closed(Uk, Lk, rtol, decide)
             done[active[fin]] = True
             keep = ~fin
             active, x, y, t, f_prev = active[keep], x[:, keep], y[:, keep], t[keep], f_prev[keep]
     return _result(done, U, L, iters, W, scale, tol)
+
+
+def _closed(U: np.ndarray, L: np.ndarray, rtol: float, decide: bool) -> np.ndarray:
+    """Outside points that are finished: L > 0 when deciding, else U - L <= rtol U."""
+    return L > 0 if decide else U - L <= rtol * U
 
 
 def _project_simplex_rows(Y: np.ndarray) -> np.ndarray:
@@ -188,7 +216,8 @@ def _project_simplex_rows(Y: np.ndarray) -> np.ndarray:
 
 
 def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *, rtol: float,
-                u_abs: np.ndarray, max_iter: int, check_every: int = 50) -> tuple[np.ndarray, int]:
+                u_abs: np.ndarray, max_iter: int, check_every: int = 50,
+                decide: bool = False) -> tuple[np.ndarray, int]:
     """min_lam f(lam) = 1/2 lam^T G_r lam - b_r^T lam over the simplex, for every row r.
 
     ``check_every`` also spaces the Newton polish (a batched solve): every 50
@@ -200,7 +229,9 @@ def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *
     certificate L on the working set, so a row stops when it is at most
     rtol * U^2 / 2 (half the final criterion U - L <= rtol U, leaving room
     for members outside the working set), or when U <= u_abs (inside). The
-    certificates on all points are the caller's; this only saves work.
+    certificates on all points are the caller's; this only saves work. With
+    ``decide`` a row also stops once w separates p from its working set:
+    <w, p> - max_i <w, x_i> = pp - <lam, b> + min_i g_i > 0 (g = G lam - b).
     """
     lip = np.linalg.eigvalsh(G)[:, -1]
     step = 1.0 / np.maximum(lip, 1e-300)
@@ -237,6 +268,8 @@ def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *
             fw_gap = np.einsum("ak,ak->a", x, g) - g.min(axis=1)
             u2 = np.maximum(2.0 * f + pp, 0.0)
             live &= (fw_gap > rtol * u2 / 2.0) & (u2 > u_abs**2)
+            if decide:
+                live &= pp - np.einsum("ak,ak->a", x, b) + g.min(axis=1) <= 0
     return x, it
 
 
@@ -294,6 +327,7 @@ def point_hull_ws_batch(
     inner_iter: int = 1000,
     max_rounds: int = 30,
     block: int = 1 << 23,
+    decide: bool = False,
 ) -> PointHullBatch:
     """Certified distances from every row of P to conv(rows of X), for large X.
 
@@ -307,7 +341,8 @@ def point_hull_ws_batch(
     to a shared size K (power of 2) with the next most violating: the optimum
     depends only on the support (at most d + 1 points, usually a few dozen),
     so K stays far below n. Points not certified within ``max_rounds`` rounds
-    or with a support beyond ``k_max`` are returned undone.
+    or with a support beyond ``k_max`` are returned undone. ``decide``: a
+    point is done once inside or L > 0 (:func:`solve_point_hull`).
     """
     P, X, Xc, Pc, scale = _frame(P, X)
     m, n = P.shape[0], X.shape[0]
@@ -340,7 +375,7 @@ def point_hull_ws_batch(
                 G = Xw @ np.swapaxes(Xw, 1, 2)
             bw = np.take_along_axis(PX[act], idx, axis=1)
             lam, it = _fista_rows(G, bw, lam, pp[act], rtol=rtol, u_abs=0.5 * tol * scale[rows[act]],
-                                  max_iter=inner_iter)
+                                  max_iter=inner_iter, decide=decide)
             g = rows[act]
             iters[g] += it
             lam = np.maximum(lam, 0.0)
@@ -353,7 +388,7 @@ def point_hull_ws_batch(
                 La = np.where(Ua > 0, (np.einsum("ad,ad->a", Wa, Pa[act]) - S.max(axis=1))
                               / np.where(Ua > 0, Ua, 1.0), 0.0)
             U[g], L[g], W[g] = Ua, La, Wa
-            fin = (Ua <= tol * scale[g]) | (Ua - La <= rtol * Ua)
+            fin = (Ua <= tol * scale[g]) | _closed(Ua, La, rtol, decide)
             done[g[fin]] = True
             keep = ~fin
             if not keep.any():

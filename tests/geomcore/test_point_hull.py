@@ -139,9 +139,8 @@ def test_engine_pairs_with_a_single_point_side(rng, mode, route, monkeypatch):
         assert res.lower[k] <= t + 1e-9 and t <= res.upper[k] + 1e-9
         if t > 0:
             assert res.separable[k]
-            # "decide" stops at the first certificate of separation; only the
-            # shared-Gram path happens to run on to the distance.
-            if mode == "distance" or route == "point_hull":
+            # "decide" stops at the first certificate of separation.
+            if mode == "distance":
                 assert abs(res.distance[k] - t) <= 1e-5 * t
             w, b = res.w[k], res.b[k]
             assert (A @ w).min() >= b - 1e-9 and (B @ w).max() <= b + 1e-9
@@ -150,3 +149,51 @@ def test_engine_pairs_with_a_single_point_side(rng, mode, route, monkeypatch):
         else:
             assert not res.separable[k] and res.distance[k] == 0.0 and res.status[k] == Status.OVERLAP
     assert not res.separable[3] and not res.separable[4]  # a member; a convex combination
+
+
+@pytest.mark.parametrize("solver", ["shared", "working_sets"])
+def test_decide_mode_stops_at_the_decision_and_agrees_with_highs(rng, solver, monkeypatch):
+    """``decide``: a point is done once it is inside (U <= tol * scale) or its
+    slab separates it (L > 0). Decisions must match HiGHS; L > 0 must be a true
+    lower bound (at most the QP distance) and U an upper one. Points far
+    outside along the centroid direction are decided with 0 iterations, and
+    deciding never costs more iterations than certifying the distance."""
+    if solver == "working_sets":
+        monkeypatch.setattr(ph, "SHARED_MAX", 10)
+    n, d = 80, 12
+    X = rng.normal(size=(n, d)) * 2.0 + 5.0
+    far = X.mean(0) + 50.0 * rng.normal(size=(4, d))
+    # Just outside a face: a vertex pushed out along the outward direction of
+    # the centroid, and points inside (convex combinations).
+    near = X[np.argmax(X @ np.ones(d))] + 1e-2 * np.ones(d)
+    inside = rng.dirichlet(np.ones(n), size=3) @ X
+    P = np.vstack([far, near[None], inside])
+    dec = ph.solve_point_hull(P, X, tol=1e-6, rtol=1e-6, decide=True)
+    full = ph.solve_point_hull(P, X, tol=1e-6, rtol=1e-6)
+    assert dec.done.all() and full.done.all()
+    for i, p in enumerate(P):
+        outside = lp_separable(p[None], X)
+        assert outside == (dec.distance[i] > 0), i
+        if outside:
+            t = qp_distance(p[None], X)
+            assert 0 < dec.lower[i] <= t * (1 + 1e-9) and t <= dec.upper[i] * (1 + 1e-9)
+    assert np.all(dec.iterations[:4] == 0)
+    assert np.all(dec.iterations <= full.iterations)
+    assert np.all(full.iterations[:4] > 0)  # the distance mode does iterate on them
+
+
+def test_engine_decisions_with_a_singleton_label_match_highs(rng):
+    """overlaps() routes single-point labels to the point-to-hull solver in its
+    decide mode; every decision must match HiGHS."""
+    d = 6
+    sets = [rng.normal(size=(70, d)) + 3.0 * k for k in range(3)]
+    inside = rng.dirichlet(np.ones(70)) @ sets[1]
+    sets.append(inside[None])  # a singleton label inside label 1's hull
+    sets.append(sets[0].mean(0, keepdims=True) + 40.0)  # and one far from all
+    X = np.vstack(sets)
+    groups = np.repeat(np.arange(len(sets)), [s.shape[0] for s in sets])
+    pairs = np.array([(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets))])
+    got = geomcore.overlaps(X, groups, pairs)
+    want = np.array([not lp_separable(sets[i], sets[j]) for i, j in pairs])
+    assert np.array_equal(got, want)
+    assert got[list(map(tuple, pairs)).index((1, 3))]  # the point inside label 1 overlaps it

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from geomcore.solvers.projections import projection_simplex_masked
 
-__all__ = ["NearestPointOutput", "solve_padded", "lipschitz"]
+__all__ = ["NearestPointOutput", "solve_padded", "solve_padded_gram", "lipschitz", "GRAM_MAX"]
 
 def _precision():
     # On GPU/TPU the default float32 dot may use TF32/bf16 passes: ask for full
@@ -120,6 +120,24 @@ def _certificates(Za, ma, Zb, mb, w):
     return lower, upper
 
 
+def _stopped(lower, upper, *, tol, rtol, decide):
+    """The in-kernel stopping rule (see :func:`solve_padded`)."""
+    overlap = upper <= tol
+    gap_ok = (upper - lower) <= rtol * upper
+    sep = decide & (lower > 1e-5 * upper)
+    return overlap | gap_ok | sep
+
+
+def _momentum(inner, t):
+    """FISTA's extrapolation with O'Donoghue & Candes' gradient restart:
+    (beta, t_new); ``inner`` = <y - x_new, x_new - x>, and beta = 0 where it is
+    positive (the step went against the last move)."""
+    restart = inner > 0
+    t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
+    beta = jnp.where(restart, 0.0, (t - 1.0) / t_new)
+    return beta, jnp.where(restart, 1.0, t_new)
+
+
 @partial(jax.jit, static_argnames=("check_every",))
 def solve_padded(
     Za: jax.Array,
@@ -151,12 +169,7 @@ def solve_padded(
     dtype = Za.dtype
     lip = lipschitz(Za, Zb) * 1.1
     eta = (1.0 / jnp.maximum(lip, jnp.finfo(dtype).tiny))[:, None]
-
-    def stopped(lower, upper):
-        overlap = upper <= tol
-        gap_ok = (upper - lower) <= rtol * upper
-        sep = decide & (lower > 1e-5 * upper)
-        return overlap | gap_ok | sep
+    stopped = partial(_stopped, tol=tol, rtol=rtol, decide=decide)
 
     w0 = _rmatvec(Za, a0) - _rmatvec(Zb, b0)
     lower0, upper0 = _certificates(Za, ma, Zb, mb, w0)
@@ -177,10 +190,7 @@ def solve_padded(
         nb = projection_simplex_masked(yb - eta * gb, mb)
         nw = _rmatvec(Za, na) - _rmatvec(Zb, nb)
         da, db = na - a, nb - b
-        restart = (jnp.sum((ya - na) * da, -1) + jnp.sum((yb - nb) * db, -1)) > 0
-        t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
-        beta = jnp.where(restart, 0.0, (t - 1.0) / t_new)
-        t_new = jnp.where(restart, 1.0, t_new)
+        beta, t_new = _momentum(jnp.sum((ya - na) * da, -1) + jnp.sum((yb - nb) * db, -1), t)
         nya = na + beta[:, None] * da
         nyb = nb + beta[:, None] * db
         nwy = nw + beta[:, None] * (nw - w)
@@ -209,3 +219,87 @@ def solve_padded(
     return NearestPointOutput(
         a=s[0], b=s[1], iterations=s[7], done=s[8], lower=s[9], upper=s[10]
     )
+
+
+# Working sets up to this many points per side (and at most d) iterate on
+# their Gram matrix: an iteration is one (2K x 2K) matvec instead of four
+# (K x d) ones, and small batched matvecs are what XLA's CPU backend does
+# worst (500 iterations on 16 pairs x 64 points x 384: 44 ms on the points,
+# 12 ms on the Gram matrix, forming it included). Above, the Gram matrix costs
+# more to stream than the points.
+GRAM_MAX = 128
+
+
+@partial(jax.jit, static_argnames=("check_every",))
+def solve_padded_gram(
+    Za: jax.Array,
+    ma: jax.Array,
+    Zb: jax.Array,
+    mb: jax.Array,
+    a0: jax.Array,
+    b0: jax.Array,
+    *,
+    tol: jax.Array,
+    rtol: jax.Array,
+    decide: jax.Array,
+    max_iter: jax.Array,
+    check_every: int = 10,
+) -> NearestPointOutput:
+    """:func:`solve_padded` (same arguments, same output) iterating on the
+    signed Gram matrix G = M M^T, M = [Za; -Zb] (B, 2K, 2K).
+
+    With x = [a; b], f = 1/2 x^T G x and grad f = G x = [Za w; -Zb w]: the
+    same iteration as on the points. G x is carried along with x and the
+    momentum point's G y is extrapolated from the last two, so an iteration
+    costs one matvec with G. The certificates (every ``check_every``
+    iterations) are computed from w = Za^T a - Zb^T b on the points, as in
+    :func:`solve_padded`: U^2 = x^T G x would lose the small distances to
+    cancellation in float32.
+    """
+    dtype = Za.dtype
+    B, K = ma.shape
+    lip = lipschitz(Za, Zb) * 1.1
+    eta = (1.0 / jnp.maximum(lip, jnp.finfo(dtype).tiny))[:, None]
+    stopped = partial(_stopped, tol=tol, rtol=rtol, decide=decide)
+    M = jnp.concatenate([Za, -Zb], axis=1)
+    G = jnp.einsum("bid,bjd->bij", M, M, precision=_precision())
+    mask = jnp.stack([ma, mb], axis=1)  # (B, 2, K): one simplex per side
+
+    def gmul(x):
+        return jnp.einsum("bij,bj->bi", G, x, precision=_precision())
+
+    def certificates(x):
+        w = _rmatvec(Za, x[:, :K]) - _rmatvec(Zb, x[:, K:])
+        return _certificates(Za, ma, Zb, mb, w)
+
+    x0 = jnp.concatenate([a0, b0], axis=1)
+    g0 = gmul(x0)
+    lower0, upper0 = certificates(x0)
+    init = (x0, g0, x0, g0, jnp.ones((B,), dtype), jnp.zeros((B,), jnp.int32),
+            stopped(lower0, upper0), lower0, upper0, jnp.zeros((), jnp.int32))
+
+    def one_step(_, s):
+        x, gx, y, gy, t, it, done, lo, up, k = s
+        nx = projection_simplex_masked((y - eta * gy).reshape(B, 2, K), mask).reshape(B, 2 * K)
+        gnx = gmul(nx)
+        beta, t_new = _momentum(jnp.sum((y - nx) * (nx - x), -1), t)
+        ny = nx + beta[:, None] * (nx - x)
+        gny = gnx + beta[:, None] * (gnx - gx)
+        keep = done[:, None]
+        return (jnp.where(keep, x, nx), jnp.where(keep, gx, gnx), jnp.where(keep, y, ny),
+                jnp.where(keep, gy, gny), jnp.where(done, t, t_new), it + (~done).astype(jnp.int32),
+                done, lo, up, k)
+
+    def cond(s):
+        return jnp.any(~s[6]) & (s[9] < max_iter)
+
+    def body(s):
+        x, gx, y, gy, t, it, done, lo, up, k = jax.lax.fori_loop(0, check_every, one_step, s)
+        nlo, nup = certificates(x)
+        lo = jnp.where(done, lo, nlo)
+        up = jnp.where(done, up, nup)
+        return (x, gx, y, gy, t, it, done | stopped(lo, up), lo, up, k + check_every)
+
+    s = jax.lax.while_loop(cond, body, init)
+    x = s[0]
+    return NearestPointOutput(a=x[:, :K], b=x[:, K:], iterations=s[5], done=s[6], lower=s[7], upper=s[8])

@@ -34,7 +34,7 @@ from geomcore.results import PAIR_FIELDS, HullResults, Status
 from geomcore.solvers.certificates import (add_violators, certificate, convex_weights, hull_points,
                                            most_violating)
 from geomcore.solvers.exact_lp import lp_decide
-from geomcore.solvers.nearest_point import GRAM_MAX, solve_padded, solve_padded_gram
+from geomcore.solvers.nearest_point import solve_padded, solve_padded_gram, use_gram
 from geomcore.solvers.svm_ipm import svm_ipm
 
 __all__ = ["solve_pairs", "DEFAULT_TOL", "DEFAULT_RTOL"]
@@ -251,7 +251,7 @@ def _run_batch(sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, de
     if sharding is not None:
         arrays = tuple(jax.device_put(x, sharding) for x in arrays)
     # tol on U is relative to scale = 2R; the padded coordinates are divided by R.
-    solver = solve_padded_gram if K <= min(GRAM_MAX, d) else solve_padded
+    solver = solve_padded_gram if use_gram(K, d) else solve_padded
     out = solver(
         *arrays,
         tol=jnp.asarray(2.0 * tol, dtype),

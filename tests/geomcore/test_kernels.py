@@ -68,14 +68,14 @@ def test_kernel_distances_and_decisions_match_ground_truth(rng, kernel):
 
 
 def test_engine_takes_the_gram_kernel_for_small_working_sets_and_does_not_recompile(rng, monkeypatch):
-    """Working sets of K <= min(GRAM_MAX, d) go to the Gram kernel; a second
-    call with other sizes in the same bucket reuses its compile."""
+    """Working sets of K <= d / 2 go to the Gram kernel (here K = 32, d = 80);
+    a second call with other sizes in the same bucket reuses its compile, and
+    at d = 40 the same sets go to the kernel on the points."""
     import geomcore.solvers.small_pairs as small_pairs
 
     monkeypatch.setattr(small_pairs, "SMALL_MAX", 0)
-    d = 40
 
-    def run(sizes):
+    def run(sizes, d=80):
         X = np.vstack([rng.normal(size=(n, d)) + 0.8 * k for k, n in enumerate(sizes)])
         g = np.repeat(np.arange(len(sizes)), sizes)
         return geomcore.hull_distances(X, g, [[0, 1], [1, 2], [0, 2]])
@@ -86,4 +86,7 @@ def test_engine_takes_the_gram_kernel_for_small_working_sets_and_does_not_recomp
     assert solve_padded_gram._cache_size() == start_gram + 1
     assert solve_padded._cache_size() == start_points
     run([18, 27, 31])
+    assert solve_padded_gram._cache_size() == start_gram + 1
+    run([18, 27, 31], d=40)
+    assert solve_padded._cache_size() == start_points + 1
     assert solve_padded_gram._cache_size() == start_gram + 1

@@ -9,6 +9,9 @@ by FISTA with the gradient-based adaptive restart of O'Donoghue & Candes
 (2015). The gradient is (Za w, -Zb w) with w = Za^T a - Zb^T b, and because w
 is linear in (a, b), the momentum point's w is extrapolated from the last two
 iterates' w for free: one product with Z^T and one with Z per iteration.
+When the working sets are small next to d (:func:`use_gram`),
+:func:`solve_padded_gram` runs the same iteration on the signed Gram matrix of
+[Za; -Zb]: one (2K x 2K) product per iteration.
 
 Every ``check_every`` iterations the certificates of DESIGN.md section 2 are
 evaluated on the padded sets (in the solver's dtype; the caller re-verifies in

@@ -667,7 +667,11 @@ def _solve_general(
             supers = [full[s : s + n_dev] for s in range(0, len(full), n_dev)]
             supers += [[c] for c in chunks if len(c) < per_batch]
             for sb in supers:
-                kw = dict(tol=tol, rtol=rtol / 4, decide=decide, iters=round_iter, sharding=sharding)
+                # The iterations aim at half the final gap on the working set:
+                # room for the points outside it, without the extra
+                # iterations of a tighter aim (PUD POS L6 label distances
+                # with rtol / 4 here: 204,586 -> 213,094 iterations, 15% slower).
+                kw = dict(tol=tol, rtol=rtol / 2, decide=decide, iters=round_iter, sharding=sharding)
                 if dt == "float64":
                     with jax.enable_x64(True):
                         _run_batch(sets, sb, K, d, **kw)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import numpy as np
 
@@ -32,28 +31,19 @@ def sample_flops(d: int, h1: int, h2: int, c: int) -> int:
     return 2 * (d * h1 + h1 * h2 + h2 * c) + 2 * d * h1 + 4 * (h1 * h2 + h2 * c)
 
 
-def sklearn_grid(X, y, sizes, alphas, seed=0):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
+def grid_work(X, y, sizes, alphas, seed=0):
+    """Per configuration (H1, H2, alpha, epochs, seconds, FLOP) of scikit-learn's
+    grid on the stratified 90% fit split (``bench.test_mlp_bench.sklearn_grid``)."""
+    from bench.test_mlp_bench import sklearn_grid
     from geomcore.mlp import validation_split
 
     _, codes = np.unique(y, return_inverse=True)
     fit, _ = validation_split(codes, fraction=0.1, seed=seed)
     Xf, yf = X[fit], y[fit]
     c = np.unique(yf).size
-    rows = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for h1 in sizes:
-            for h2 in sizes:
-                for a in alphas:
-                    t = time.perf_counter()
-                    clf = MLPClassifier((h1, h2), alpha=a, max_iter=1000, random_state=seed).fit(Xf, yf)
-                    dt = time.perf_counter() - t
-                    rows.append((h1, h2, a, clf.n_iter_, dt,
-                                 clf.n_iter_ * Xf.shape[0] * sample_flops(X.shape[1], h1, h2, c)))
-    return rows
+    return [(h1, h2, a, clf.n_iter_, dt, clf.n_iter_ * Xf.shape[0] * sample_flops(X.shape[1], h1, h2, c))
+            for (h1, h2), a, clf, dt in sklearn_grid(Xf, yf, sizes=sizes, alphas=alphas, seed=seed,
+                                                      max_iter=1000)]
 
 
 def jax_rate(d: int, batch: int = 200, models: int = 20, h1: int = 256, reps: int = 50) -> float:
@@ -88,7 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layer", type=int, default=6)
     args = ap.parse_args(argv)
     X, y = load_layer(args.task, "train", args.layer)
-    rows = sklearn_grid(X, y, DEFAULT_HIDDEN_SIZES, DEFAULT_ALPHAS)
+    rows = grid_work(X, y, DEFAULT_HIDDEN_SIZES, DEFAULT_ALPHAS)
     secs = sum(r[4] for r in rows)
     flops = sum(r[5] for r in rows)
     epochs = [r[3] for r in rows]

@@ -87,19 +87,29 @@ def _subsample(X, y, cap: int | None, seed: int = 0):
     return X[keep], y[keep]
 
 
-def sklearn_probe(Xtr, ytr, Xte, yte, *, sizes, alphas, n_seeds, seed, max_iter):
-    """The same grid search + retrain with scikit-learn's MLPClassifier, one model at a time."""
-    classes, codes = np.unique(ytr, return_inverse=True)
-    fit, val = validation_split(codes, fraction=0.1, seed=seed)
-    scores = []
+def sklearn_grid(X, y, *, sizes, alphas, seed, max_iter):
+    """Fit scikit-learn's MLPClassifier on (X, y) for every (H1, H2, alpha) of
+    the grid, one model at a time as the original does; yields
+    ``((H1, H2), alpha, fitted model, seconds)``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for h1 in sizes:
             for h2 in sizes:
                 for a in alphas:
-                    clf = MLPClassifier((h1, h2), alpha=a, max_iter=max_iter, random_state=seed)
-                    clf.fit(Xtr[fit], ytr[fit])
-                    scores.append(((h1, h2), a, clf.score(Xtr[val], ytr[val])))
+                    t = time.perf_counter()
+                    clf = MLPClassifier((h1, h2), alpha=a, max_iter=max_iter, random_state=seed).fit(X, y)
+                    yield (h1, h2), a, clf, time.perf_counter() - t
+
+
+def sklearn_probe(Xtr, ytr, Xte, yte, *, sizes, alphas, n_seeds, seed, max_iter):
+    """The same grid search + retrain with scikit-learn's MLPClassifier, one model at a time."""
+    classes, codes = np.unique(ytr, return_inverse=True)
+    fit, val = validation_split(codes, fraction=0.1, seed=seed)
+    scores = [(hs, a, clf.score(Xtr[val], ytr[val]))
+              for hs, a, clf, _ in sklearn_grid(Xtr[fit], ytr[fit], sizes=sizes, alphas=alphas,
+                                                 seed=seed, max_iter=max_iter)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
         best = max(range(len(scores)), key=lambda i: (scores[i][2], -i))
         hs, a, _ = scores[best]
         accs = [

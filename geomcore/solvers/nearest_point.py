@@ -114,6 +114,12 @@ def lipschitz(Za: jax.Array, Zb: jax.Array, n_steps: int = 12) -> jax.Array:
     return jnp.linalg.eigvalsh(T)[:, -1]
 
 
+def _step(Za, Zb):
+    """(B, 1) step sizes 1 / (1.1 L): Lanczos' L is a lower bound."""
+    lip = lipschitz(Za, Zb) * 1.1
+    return (1.0 / jnp.maximum(lip, jnp.finfo(Za.dtype).tiny))[:, None]
+
+
 def _certificates(Za, ma, Zb, mb, w):
     big = jnp.asarray(jnp.finfo(w.dtype).max, w.dtype)
     sa = jnp.where(ma, _matvec(Za, w), big).min(axis=-1)
@@ -170,8 +176,7 @@ def solve_padded(
       check_every: iterations between certificate evaluations (static).
     """
     dtype = Za.dtype
-    lip = lipschitz(Za, Zb) * 1.1
-    eta = (1.0 / jnp.maximum(lip, jnp.finfo(dtype).tiny))[:, None]
+    eta = _step(Za, Zb)
     stopped = partial(_stopped, tol=tol, rtol=rtol, decide=decide)
 
     w0 = _rmatvec(Za, a0) - _rmatvec(Zb, b0)
@@ -263,8 +268,7 @@ def solve_padded_gram(
     """
     dtype = Za.dtype
     B, K = ma.shape
-    lip = lipschitz(Za, Zb) * 1.1
-    eta = (1.0 / jnp.maximum(lip, jnp.finfo(dtype).tiny))[:, None]
+    eta = _step(Za, Zb)
     stopped = partial(_stopped, tol=tol, rtol=rtol, decide=decide)
     M = jnp.concatenate([Za, -Zb], axis=1)
     G = jnp.einsum("bid,bjd->bij", M, M, precision=_precision())

@@ -22,9 +22,17 @@ def test_second_call_in_same_bucket_does_not_recompile(rng, monkeypatch):
     # Pairs this small normally go to the batched small-pair solver (numpy, no
     # compiles); this test is about the working-set engine's shapes, so it is
     # switched off here.
+    import functools
+
+    import geomcore.solvers.pairs as pairs_mod
     import geomcore.solvers.small_pairs as small_pairs
 
     monkeypatch.setattr(small_pairs, "SMALL_MAX", 0)
+    # One round per call: how many pairs are left for a second round (and so
+    # the batch shape of that round) depends on the data, not on the buckets
+    # under test. Every set fits its first working set, so one round certifies.
+    monkeypatch.setattr(pairs_mod, "_solve_general",
+                        functools.partial(pairs_mod._solve_general, round_iter=20000))
     # Sets of 17..32 points fit one working-set bucket (K = 32); 3 pairs pad to 4.
     def run(sizes):
         X = np.vstack([rng.normal(size=(n, 13)) + 0.8 * k for k, n in enumerate(sizes)])

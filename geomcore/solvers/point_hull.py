@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from geomcore.solvers.pairs import _bucket
+from geomcore.solvers.spectral import step_lipschitz
 
 __all__ = ["PointHullBatch", "point_hull_batch", "point_hull_ws_batch", "point_hull_matrix",
            "solve_point_hull", "MAX_GRAM", "SHARED_MAX"]
@@ -162,7 +163,7 @@ def point_hull_batch(
 
     G = Xc @ Xc.T
     B = Xc @ Pc.T  # (n, m)
-    lip = float(np.linalg.eigvalsh(G)[-1])
+    lip = float(step_lipschitz(G[None])[0])
     step = 1.0 / max(lip, 1e-300)  # f(lam) = 0.5 ||Xc^T lam - p||^2, grad = G lam - b
     # Start at the nearest member (the best vertex).
     d2 = np.diag(G)[:, None] - 2.0 * B
@@ -233,8 +234,7 @@ def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *
     ``decide`` a row also stops once w separates p from its working set:
     <w, p> - max_i <w, x_i> = pp - <lam, b> + min_i g_i > 0 (g = G lam - b).
     """
-    lip = np.linalg.eigvalsh(G)[:, -1]
-    step = 1.0 / np.maximum(lip, 1e-300)
+    step = 1.0 / np.maximum(step_lipschitz(G), 1e-300)
     x = lam
     y = lam.copy()
     # G y is carried along with y (y is a combination of two iterates whose

@@ -36,6 +36,7 @@ from geomcore.solvers.certificates import certificate
 from geomcore.solvers.exact_lp import lp_decide
 from geomcore.solvers.pairs import _bucket, _pair_frame, _SetStats, _shared_point, _stats, valid_support
 from geomcore.solvers.point_hull import _project_simplex_rows
+from geomcore.solvers.spectral import step_lipschitz
 
 __all__ = ["SMALL_MAX", "solve_small_pairs"]
 
@@ -252,7 +253,7 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
         act, G, msk, x, gx, f, done_steps = (v[keep] for v in (act, G, msk, x, gx, f, done_steps))
     if act.size:
         # Only the rows still running need their step size.
-        step = 1.0 / np.maximum(np.linalg.eigvalsh(G)[:, -1], 1e-300)
+        step = 1.0 / np.maximum(step_lipschitz(G), 1e-300)
     y, gy = x.copy(), gx.copy()
     t = np.ones(act.size)
     f_prev = np.full(act.size, np.inf)

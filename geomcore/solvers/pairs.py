@@ -101,6 +101,7 @@ class _Pair:
     lp_w: np.ndarray | None = field(default=None)
     lp_upper: float = np.inf
     qp_tried: bool = False
+    round_iter: int = 500  # iterations per round for this pair
 
 
 def _shared_point(rows: dict, sets, i: int, j: int):
@@ -539,12 +540,17 @@ def _solve_general(
         per pair (default 40 in "decide" mode, 100 in "distance" mode). Pairs
         over budget are decided by the exact LP (Status.EXACT_LP).
       round_iter: iterations per round before the working set is re-verified
-        (default 500 in "decide" mode, 200 in "distance" mode). A distance
-        is certified on a working set that has grown to hold the support,
-        and a round that iterates on an incomplete one is mostly wasted:
-        shorter rounds let the violators in sooner. PUD POS label distances,
-        all 136 pairs: layer 6 204,586 -> 125,674 iterations (7.8-10.1 s ->
-        6.0-6.7 s), layer 1 162,594 -> 111,323 (9.8-10.3 s -> 7.1-8.2 s).
+        (default 500 in "decide" mode and for pairs started from ``warm``,
+        200 for the others in "distance" mode). A distance is certified on a
+        working set that has grown to hold the support, and a round that
+        iterates on an incomplete one is mostly wasted: from a cold start,
+        shorter rounds let the violators in sooner (PUD POS label
+        distances, all 136 pairs: layer 6 204,586 -> 125,674 iterations,
+        7.8-10.1 s -> 6.0-6.7 s; layer 1 162,594 -> 111,323, 9.8-10.3 s ->
+        7.1-8.2 s). A warm start's working set already holds most of the
+        support, and there rounds of 200 cost more than they save (full PUD
+        POS, 7 layers from a checkpoint 60 steps earlier: 22.5-26.1 s against
+        20.1-20.5 s with rounds of 500).
       lp_after: a pair not yet certified separable after this many iterations
         (default 1000 in "decide" mode, 4000 in "distance" mode: a decision
         costs the interior-point LP about 0.1 s, less than thousands of
@@ -579,6 +585,7 @@ def _solve_general(
     decide = mode == "decide"
     if lp_after is None:
         lp_after = 1000 if decide else 4000
+    warm_round = 500 if round_iter is None else round_iter
     if round_iter is None:
         round_iter = 500 if decide else 200
     if max_rounds is None:
@@ -601,7 +608,8 @@ def _solve_general(
             start = _warm_working_set(sets[i], sets[j], warm[k], working_set)
         if start is not None:
             ia, a0, ib, b0 = start
-            work.append(_Pair(int(i), int(j), center, radius, ia, ib, a0, b0, dtype))
+            work.append(_Pair(int(i), int(j), center, radius, ia, ib, a0, b0, dtype,
+                              round_iter=warm_round))
             continue
         direction = si.mean - sj.mean
         if not np.any(direction):
@@ -615,7 +623,8 @@ def _solve_general(
             ia = _initial_working_set(sets[i], direction, working_set, lowest=True)
             ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
         p = _Pair(int(i), int(j), center, radius, ia, ib,
-                  np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype)
+                  np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype,
+                  round_iter=round_iter)
         work.append(p)
 
     # Round 0: the uniform weights already certify many pairs (centroid-like
@@ -667,9 +676,9 @@ def _solve_general(
         groups: dict[tuple, list[_Pair]] = {}
         for p in runnable:
             K = _bucket(max(p.ia.size, p.ib.size), _MIN_K)
-            groups.setdefault((np.dtype(p.dtype).name, K), []).append(p)
+            groups.setdefault((np.dtype(p.dtype).name, K, p.round_iter), []).append(p)
         n_dev = sharding.num_devices if sharding is not None else 1
-        for (dt, K), plist in sorted(groups.items()):
+        for (dt, K, iters), plist in sorted(groups.items()):
             per_batch = _floor4(max(1, _batch_floats() // (2 * K * d)))
             chunks = [plist[s : s + per_batch] for s in range(0, len(plist), per_batch)]
             # Full chunks go n_dev at a time; a partial chunk (another block
@@ -682,7 +691,7 @@ def _solve_general(
                 # room for the points outside it, without the extra
                 # iterations of a tighter aim (PUD POS L6 label distances
                 # with rtol / 4 here: 204,586 -> 213,094 iterations, 15% slower).
-                kw = dict(tol=tol, rtol=rtol / 2, decide=decide, iters=round_iter, sharding=sharding)
+                kw = dict(tol=tol, rtol=rtol / 2, decide=decide, iters=iters, sharding=sharding)
                 if dt == "float64":
                     with jax.enable_x64(True):
                         _run_batch(sets, sb, K, d, **kw)

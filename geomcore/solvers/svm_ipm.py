@@ -29,7 +29,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from geomcore.solvers.certificates import convex_weights
-from geomcore.solvers.slab_ipm import max_step
+from geomcore.solvers.slab_ipm import max_step, one_blas_thread
 
 __all__ = ["SVMResult", "svm_ipm"]
 
@@ -57,6 +57,7 @@ class SVMResult(NamedTuple):
     iterations: int
 
 
+@one_blas_thread
 def svm_ipm(A: np.ndarray, B: np.ndarray, *, rtol: float, max_iter: int = 60) -> SVMResult:
     """Nearest points of conv(A) and conv(B), for strictly separable sets.
 

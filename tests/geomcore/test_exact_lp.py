@@ -186,3 +186,35 @@ def test_engine_finishes_thin_pairs_with_the_interior_point_svm():
     # 813 vs 2,380 iterations here (the first-order engine alone needed
     # thousands more before its rounds were shortened to 200 iterations).
     assert res.iterations[0] < 1000 and off.iterations[0] > 2 * res.iterations[0]
+
+
+def test_interior_point_solvers_use_one_blas_thread(monkeypatch, rng):
+    """Both interior-point solvers factor with one BLAS thread: numpy's and
+    scipy's OpenBLAS pools otherwise spin against each other on few cores."""
+    import scipy.linalg
+    from threadpoolctl import threadpool_info
+
+    from geomcore.solvers.slab_ipm import slab_ipm
+    from geomcore.solvers.svm_ipm import svm_ipm
+
+    def blas_threads():
+        return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    if blas_threads() < 2:
+        pytest.skip("BLAS runs on one thread here anyway")
+    seen = []
+    orig = scipy.linalg.cho_factor
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "cho_factor", spy)
+    A = rng.normal(size=(40, 6))
+    B = rng.normal(size=(40, 6)) + 4.0
+    assert slab_ipm(A / 8, B / 8, touch_tol=1e-10).kind == "separable"
+    n_slab = len(seen)
+    assert svm_ipm(A / 8, B / 8, rtol=1e-6).converged
+    assert n_slab > 0 and len(seen) > n_slab
+    assert set(seen) == {1}
+    assert blas_threads() >= 2  # restored afterwards

@@ -101,7 +101,7 @@ class _Pair:
     lp_w: np.ndarray | None = field(default=None)
     lp_upper: float = np.inf
     qp_tried: bool = False
-    round_iter: int = 500  # iterations per round for this pair
+    round_iter: int = 500  # iterations per round (set by _solve_general: cold or warm start)
 
 
 def _shared_point(rows: dict, sets, i: int, j: int):
@@ -585,9 +585,9 @@ def _solve_general(
     decide = mode == "decide"
     if lp_after is None:
         lp_after = 1000 if decide else 4000
+    # Rounds per pair (see ``round_iter`` above); an explicit value sets both.
+    cold_round = (500 if decide else 200) if round_iter is None else round_iter
     warm_round = 500 if round_iter is None else round_iter
-    if round_iter is None:
-        round_iter = 500 if decide else 200
     if max_rounds is None:
         max_rounds = 40 if decide else 100
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
@@ -624,7 +624,7 @@ def _solve_general(
             ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
         p = _Pair(int(i), int(j), center, radius, ia, ib,
                   np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype,
-                  round_iter=round_iter)
+                  round_iter=cold_round)
         work.append(p)
 
     # Round 0: the uniform weights already certify many pairs (centroid-like

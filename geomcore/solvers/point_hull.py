@@ -163,8 +163,8 @@ def point_hull_batch(
 
     G = Xc @ Xc.T
     B = Xc @ Pc.T  # (n, m)
-    lip = float(step_lipschitz(G[None])[0])
-    step = 1.0 / max(lip, 1e-300)  # f(lam) = 0.5 ||Xc^T lam - p||^2, grad = G lam - b
+    # f(lam) = 0.5 ||Xc^T lam - p||^2, grad = G lam - b
+    step = 1.0 / float(step_lipschitz(G[None])[0])
     # Start at the nearest member (the best vertex).
     d2 = np.diag(G)[:, None] - 2.0 * B
     lam = np.zeros((n, m))
@@ -234,7 +234,7 @@ def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *
     ``decide`` a row also stops once w separates p from its working set:
     <w, p> - max_i <w, x_i> = pp - <lam, b> + min_i g_i > 0 (g = G lam - b).
     """
-    step = 1.0 / np.maximum(step_lipschitz(G), 1e-300)
+    step = 1.0 / step_lipschitz(G)
     x = lam
     y = lam.copy()
     # G y is carried along with y (y is a combination of two iterates whose

@@ -253,7 +253,7 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
         act, G, msk, x, gx, f, done_steps = (v[keep] for v in (act, G, msk, x, gx, f, done_steps))
     if act.size:
         # Only the rows still running need their step size.
-        step = 1.0 / np.maximum(step_lipschitz(G), 1e-300)
+        step = 1.0 / step_lipschitz(G)
     y, gy = x.copy(), gx.copy()
     t = np.ones(act.size)
     f_prev = np.full(act.size, np.inf)

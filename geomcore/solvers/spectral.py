@@ -62,9 +62,10 @@ def step_lipschitz(G: np.ndarray) -> np.ndarray:
     (:func:`lambda_max`: at worst 0.96 of lambda_max on random Gaussian
     Gram matrices, 0.9996 on PUD POS working sets). The margin keeps the step
     below 1 / lambda_max; a step too short only costs iterations, and every
-    answer is certified on the points afterwards.
+    answer is certified on the points afterwards. Floored at 1e-300 so that
+    1 / L is finite for an all-zero G.
     """
     G = np.asarray(G, np.float64)
     if G.shape[1] <= _EXACT_MAX:
-        return np.linalg.eigvalsh(G)[:, -1]
-    return 1.1 * lambda_max(G)
+        return np.maximum(np.linalg.eigvalsh(G)[:, -1], 1e-300)
+    return np.maximum(1.1 * lambda_max(G), 1e-300)

@@ -70,7 +70,7 @@ _SCRIPT = textwrap.dedent(
     import geomcore
     import geomcore.solvers.pairs as gp
     import geomcore.solvers.small_pairs as sp
-    # Tiny blocks (at most 4 pairs per block) so that the 28 pairs really spread over
+    # Tiny blocks (4 pairs at K = 8) so that the 28 pairs really spread over
     # devices; small pairs would otherwise be solved on the host, unsharded.
     gp._batch_floats = lambda: 384
     sp.SMALL_MAX = 0

@@ -58,16 +58,6 @@ def _bucket(n: int, floor: int = 1) -> int:
     return max(floor, 1 << (max(int(n), 1) - 1).bit_length())
 
 
-def _block_rows(n: int) -> int:
-    """Padded rows of a working-set block holding n points (both sides): the
-    smallest of 16, 24, 32, 48, 64, 96, ... (2^k and 3 * 2^(k-1)) that is >= n.
-    An iteration's cost grows with the padded rows (squared on the Gram
-    kernel), and half-steps cut the padding from up to 2x to up to 1.5x for
-    twice the shapes to compile."""
-    b = _bucket(n, 2 * _MIN_K)
-    return 3 * b // 4 if 3 * b // 4 >= n and b > 2 * _MIN_K else b
-
-
 def _bucket4(n: int) -> int:
     """Smallest power of 4 >= n: batch sizes (fewer shapes, fewer compiles)."""
     b = 1
@@ -221,33 +211,29 @@ def _warm_working_set(A: np.ndarray, B: np.ndarray, start, k: int):
 
 
 def _pad_block(sets, pairs: list[_Pair], K: int, b: int, dtype):
-    """Pad a chunk of pairs into (b, K, d) blocks: each pair's A rows, then its
-    B rows, centred at the pair's centre and divided by R."""
+    """Pad a chunk of pairs into (b, K, d) arrays (centred at each pair's centre, divided by R)."""
     d = sets[pairs[0].i].shape[1]
-    Z = np.zeros((b, K, d), dtype)
+    Za = np.zeros((b, K, d), dtype)
+    Zb = np.zeros((b, K, d), dtype)
     ma = np.zeros((b, K), bool)
     mb = np.zeros((b, K), bool)
-    x0 = np.zeros((b, K), dtype)
+    a0 = np.zeros((b, K), dtype)
+    b0 = np.zeros((b, K), dtype)
     for r, p in enumerate(pairs):
         A, B = sets[p.i], sets[p.j]
         na, nb = p.ia.size, p.ib.size
-        Z[r, :na] = (A[p.ia] - p.center) / p.radius
-        Z[r, na : na + nb] = (B[p.ib] - p.center) / p.radius
+        Za[r, :na] = (A[p.ia] - p.center) / p.radius
+        Zb[r, :nb] = (B[p.ib] - p.center) / p.radius
         ma[r, :na] = True
-        mb[r, na : na + nb] = True
-        x0[r, :na] = p.a
-        x0[r, na : na + nb] = p.b
-    # Padding pairs: one point at the origin on each side: w = 0, done at once.
-    _pad_lanes(ma[len(pairs):], mb[len(pairs):], x0[len(pairs):])
-    return Z, ma, mb, x0
-
-
-def _pad_lanes(ma, mb, x0):
-    """Make the given lanes trivial pairs (row 0 on side A, row 1 on side B,
-    both zero vectors): U = 0 at the start, so they cost no iterations."""
-    ma[:, 0] = True
-    mb[:, 1] = True
-    x0[:, :2] = 1
+        mb[r, :nb] = True
+        a0[r, :na] = p.a
+        b0[r, :nb] = p.b
+    # Padding pairs: one point at the origin on both sides: w = 0, done at once.
+    ma[len(pairs):, 0] = True
+    mb[len(pairs):, 0] = True
+    a0[len(pairs):, 0] = 1
+    b0[len(pairs):, 0] = 1
+    return Za, ma, Zb, mb, a0, b0
 
 
 def _run_batch(sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, decide, iters, sharding):
@@ -281,21 +267,20 @@ def _run_batch(sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, de
     for c, chunk in enumerate(chunks):
         for r, p in enumerate(chunk):
             row = c * b + r
-            na = p.ia.size
-            p.a = a[row, :na]
-            p.b = bw[row, na : na + p.ib.size]
+            p.a = a[row, : p.ia.size]
+            p.b = bw[row, : p.ib.size]
             p.iterations += int(it[row])
             p.rounds += 1
             p.stall_round = not bool(done[row])
 
 
 def _empty_block(b, K, d, dtype):
-    Z = np.zeros((b, K, d), dtype)
+    Za = np.zeros((b, K, d), dtype)
     ma = np.zeros((b, K), bool)
-    mb = np.zeros((b, K), bool)
-    x0 = np.zeros((b, K), dtype)
-    _pad_lanes(ma, mb, x0)
-    return Z, ma, mb, x0
+    ma[:, 0] = True
+    a0 = np.zeros((b, K), dtype)
+    a0[:, 0] = 1
+    return Za, ma, Za.copy(), ma.copy(), a0, a0.copy()
 
 
 def _certify_all(sets, plist: list[_Pair]) -> None:
@@ -687,14 +672,14 @@ def _solve_general(
         runnable = active
         if not active or (any_only and found_overlap):
             break
-        # Bucket by (dtype, K, round length); chunk by memory.
+        # Bucket by (dtype, K); chunk by memory.
         groups: dict[tuple, list[_Pair]] = {}
         for p in runnable:
-            K = _block_rows(p.ia.size + p.ib.size)
+            K = _bucket(max(p.ia.size, p.ib.size), _MIN_K)
             groups.setdefault((np.dtype(p.dtype).name, K, p.round_iter), []).append(p)
         n_dev = sharding.num_devices if sharding is not None else 1
         for (dt, K, iters), plist in sorted(groups.items()):
-            per_batch = _floor4(max(1, _batch_floats() // (K * d)))
+            per_batch = _floor4(max(1, _batch_floats() // (2 * K * d)))
             chunks = [plist[s : s + per_batch] for s in range(0, len(plist), per_batch)]
             # Full chunks go n_dev at a time; a partial chunk (another block
             # size) goes alone, so that block shapes never depend on n_dev.

@@ -33,18 +33,18 @@ def test_second_call_in_same_bucket_does_not_recompile(rng, monkeypatch):
     # under test. Every set fits its first working set, so one round certifies.
     monkeypatch.setattr(pairs_mod, "_solve_general",
                         functools.partial(pairs_mod._solve_general, round_iter=20000))
-    # Every pair holds 49..64 points: one block bucket (K = 64); 3 pairs pad to 4.
+    # Sets of 17..32 points fit one working-set bucket (K = 32); 3 pairs pad to 4.
     def run(sizes):
         X = np.vstack([rng.normal(size=(n, 13)) + 0.8 * k for k, n in enumerate(sizes)])
         g = np.repeat(np.arange(len(sizes)), sizes)
         return geomcore.hull_distances(X, g, [[0, 1], [1, 2], [0, 2]])
 
     start = solve_padded._cache_size()
-    first = run([25, 30, 28])
+    first = run([20, 30, 25])
     compiled = solve_padded._cache_size()
     assert compiled == start + 1  # the first call did iterate, in one shape
     assert first.iterations.max() > 0
-    second = run([26, 31, 29])  # other sizes, same buckets
+    second = run([18, 27, 31])  # other sizes, same buckets
     assert second.iterations.max() > 0
     assert solve_padded._cache_size() == compiled
 

@@ -16,34 +16,34 @@ from geomcore.solvers.nearest_point import solve_padded, solve_padded_gram
 from ground_truth import lp_separable, qp_distance
 
 
-def _blocks(rng, K=32, d=20):
-    """Six pairs, each padded into one (K, d) block: A rows, then B rows."""
+def _blocks(rng, K=16, d=20):
     sets = []
     for k, (na, nb, shift) in enumerate([(16, 16, 3.0), (5, 12, 1.5), (9, 3, 0.0), (16, 1, 2.0),
                                           (7, 7, 0.4), (1, 1, 1.0)]):
         A = rng.normal(size=(na, d))
         B = rng.normal(size=(nb, d)) + shift * np.eye(d)[k % d]
         sets.append((A, B))
-    Z = np.zeros((len(sets), K, d), np.float32)
+    Za = np.zeros((len(sets), K, d), np.float32)
+    Zb = np.zeros_like(Za)
     ma = np.zeros((len(sets), K), bool)
     mb = np.zeros_like(ma)
     for r, (A, B) in enumerate(sets):
         c = 0.5 * (A.mean(0) + B.mean(0))
         R = max(np.linalg.norm(A - c, axis=1).max(), np.linalg.norm(B - c, axis=1).max())
-        na, nb = len(A), len(B)
-        Z[r, :na] = (A - c) / R
-        Z[r, na : na + nb] = (B - c) / R
-        ma[r, :na] = True
-        mb[r, na : na + nb] = True
-    x0 = ma / ma.sum(1, keepdims=True) + mb / mb.sum(1, keepdims=True)
-    return sets, tuple(jnp.asarray(x) for x in (Z, ma, mb, x0.astype(np.float32)))
+        Za[r, : len(A)] = (A - c) / R
+        Zb[r, : len(B)] = (B - c) / R
+        ma[r, : len(A)] = True
+        mb[r, : len(B)] = True
+    a0 = ma / ma.sum(1, keepdims=True)
+    b0 = mb / mb.sum(1, keepdims=True)
+    return sets, tuple(jnp.asarray(x) for x in (Za, ma, Zb, mb, a0.astype(np.float32), b0.astype(np.float32)))
 
 
 @pytest.mark.parametrize("kernel", [solve_padded, solve_padded_gram])
 def test_kernel_distances_and_decisions_match_ground_truth(rng, kernel):
     sets, args = _blocks(rng)
-    Z = np.asarray(args[0], np.float64)
-    ma, mb = (np.asarray(x, bool) for x in (args[1], args[2]))
+    Za, Zb = (np.asarray(x, np.float64) for x in (args[0], args[2]))
+    ma, mb = (np.asarray(x, bool) for x in (args[1], args[3]))
     kw = dict(tol=jnp.float32(2e-6), rtol=jnp.float32(1e-5), max_iter=jnp.int32(20000))
     out = kernel(*args, decide=jnp.asarray(False), **kw)
     a, b = np.asarray(out.a, np.float64), np.asarray(out.b, np.float64)
@@ -52,13 +52,13 @@ def test_kernel_distances_and_decisions_match_ground_truth(rng, kernel):
     np.testing.assert_allclose(a.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(b.sum(1), 1, atol=1e-5)
     for r in range(len(sets)):
-        A, B = Z[r][ma[r]], Z[r][mb[r]]
+        A, B = Za[r][ma[r]], Zb[r][mb[r]]
         truth = qp_distance(A, B) if lp_separable(A, B) else 0.0
         U = np.linalg.norm(a[r][ma[r]] @ A - b[r][mb[r]] @ B)
         assert truth <= U * (1 + 1e-6) + 1e-7 and U <= truth * (1 + 1e-3) + 1e-4, (r, U, truth)
     dec = kernel(*args, decide=jnp.asarray(True), **kw)
     for r in range(len(sets)):
-        A, B = Z[r][ma[r]], Z[r][mb[r]]
+        A, B = Za[r][ma[r]], Zb[r][mb[r]]
         if lp_separable(A, B) and qp_distance(A, B) > 1e-3:
             assert bool(dec.done[r]) and float(dec.lower[r]) > 0
         # L is a float32 bound on the padded sets; it may not exceed the truth
@@ -68,10 +68,9 @@ def test_kernel_distances_and_decisions_match_ground_truth(rng, kernel):
 
 
 def test_engine_takes_the_gram_kernel_for_small_working_sets_and_does_not_recompile(rng, monkeypatch):
-    """Blocks of K <= d rows (both sides) go to the Gram kernel (here every
-    pair has 49..64 points: K = 64, d = 80); a second call with other sizes in
-    the same bucket reuses its compile, and at d = 40 the same sets go to the
-    kernel on the points."""
+    """Working sets of K <= d / 2 go to the Gram kernel (here K = 32, d = 80);
+    a second call with other sizes in the same bucket reuses its compile, and
+    at d = 40 the same sets go to the kernel on the points."""
     import geomcore.solvers.small_pairs as small_pairs
 
     monkeypatch.setattr(small_pairs, "SMALL_MAX", 0)
@@ -82,12 +81,12 @@ def test_engine_takes_the_gram_kernel_for_small_working_sets_and_does_not_recomp
         return geomcore.hull_distances(X, g, [[0, 1], [1, 2], [0, 2]])
 
     start_points, start_gram = solve_padded._cache_size(), solve_padded_gram._cache_size()
-    first = run([25, 30, 28])
+    first = run([20, 30, 25])
     assert first.iterations.max() > 0
     assert solve_padded_gram._cache_size() == start_gram + 1
     assert solve_padded._cache_size() == start_points
-    run([26, 31, 29])
+    run([18, 27, 31])
     assert solve_padded_gram._cache_size() == start_gram + 1
-    run([26, 31, 29], d=40)
+    run([18, 27, 31], d=40)
     assert solve_padded._cache_size() == start_points + 1
     assert solve_padded_gram._cache_size() == start_gram + 1

@@ -550,7 +550,7 @@ def _solve_general(
         7.1-8.2 s). A warm start's working set already holds most of the
         support, and there rounds of 200 cost more than they save (full PUD
         POS, 7 layers from a checkpoint 60 steps earlier: 22.5-26.1 s against
-        20.1-20.5 s with rounds of 500).
+        19.0-20.5 s with rounds of 500).
       lp_after: a pair not yet certified separable after this many iterations
         (default 1000 in "decide" mode, 4000 in "distance" mode: a decision
         costs the interior-point LP about 0.1 s, less than thousands of

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg as sla
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from geomcore.solvers.certificates import convex_weights
 
@@ -90,10 +90,20 @@ def one_blas_thread(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The loaded thread pools, found once: ``threadpool_limits`` would scan
+    the process's libraries again on every call (0.74 ms here, against 0.01 ms
+    for a limit on this controller). numpy's and scipy's BLAS are both loaded
+    by the time an interior-point solver first runs (this module imports
+    scipy.linalg)."""
+    return ThreadpoolController()
 
 
 @one_blas_thread

@@ -36,16 +36,15 @@ with HiGHS, 17 s here, identical decisions). Mehrotra's method converges in
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg as sla
-from threadpoolctl import ThreadpoolController
 
+from geomcore.solvers.blas import one_blas_thread
 from geomcore.solvers.certificates import convex_weights
 
-__all__ = ["SlabResult", "slab_ipm", "max_step", "one_blas_thread"]
+__all__ = ["SlabResult", "slab_ipm", "max_step"]
 
 # Fraction of the step to the boundary of the positive orthant.
 _STEP = 0.99
@@ -74,36 +73,6 @@ class SlabResult(NamedTuple):
     lam: np.ndarray
     mu: np.ndarray
     iterations: int
-
-
-def one_blas_thread(fn):
-    """Run ``fn`` with one thread in every loaded BLAS (threadpoolctl).
-
-    The interior-point solvers alternate numpy products (numpy's OpenBLAS)
-    with scipy's Cholesky factor and solves (scipy's own OpenBLAS). On two
-    cores the idle threads of one library spin while the other works, so a
-    (385 x 385) factor took 6.8 ms inside the streamed geometry against
-    0.8 ms alone. With one thread each: full PUD POS, 7 layers, warm start,
-    label distances 24.6-27.1 s -> 18.1-21.6 s (interior-point SVM finish
-    5.0 -> 1.7 s).
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    """The loaded thread pools, found once: ``threadpool_limits`` would scan
-    the process's libraries again on every call (0.74 ms here, against 0.01 ms
-    for a limit on this controller). numpy's and scipy's BLAS are both loaded
-    by the time an interior-point solver first runs (this module imports
-    scipy.linalg)."""
-    return ThreadpoolController()
 
 
 @one_blas_thread

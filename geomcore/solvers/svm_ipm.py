@@ -28,8 +28,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg as sla
 
+from geomcore.solvers.blas import one_blas_thread
 from geomcore.solvers.certificates import convex_weights
-from geomcore.solvers.slab_ipm import max_step, one_blas_thread
+from geomcore.solvers.slab_ipm import max_step
 
 __all__ = ["SVMResult", "svm_ipm"]
 

@@ -19,32 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "parse_layers", "default_cache_dir", "layer_path", "labels_path"]
+from bench.cache import cache_dir, labels_path, layer_path, meta_path
+
+__all__ = ["main", "parse_layers"]
 
 logger = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("GEOMCORE_BENCH_CACHE")
-    return Path(env) if env else REPO / "cache"
-
-
-def layer_path(out: Path, task: str, split: str, layer: int) -> Path:
-    return Path(out) / f"{task}_{split}_L{layer}.npy"
-
-
-def labels_path(out: Path, task: str, split: str) -> Path:
-    return Path(out) / f"{task}_{split}.labels.txt"
-
-
-def meta_path(out: Path, task: str, split: str) -> Path:
-    return Path(out) / f"{task}_{split}.meta.json"
 
 
 def parse_layers(spec: str | None, n_layers: int) -> list[int]:
@@ -102,7 +85,7 @@ def extract(args: argparse.Namespace) -> dict:
     from finetune.models import load_encoder, resolve_model_path
     from finetune.tasks import load_task
 
-    out = Path(args.out) if args.out is not None else default_cache_dir()
+    out = Path(args.out) if args.out is not None else cache_dir()
     model_dir = str(resolve_model_path(args.model).resolve())
     meta_file = meta_path(out, args.task, args.split)
     if meta_file.is_file():

@@ -20,37 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from ground_truth import highs_status, qp_distance  # noqa: E402
-
-
-def default_cache() -> Path:
-    env = os.environ.get("GEOMCORE_BENCH_CACHE")
-    return Path(env) if env else REPO / "cache"
-
-
-def load_set(cache: Path, name: str):
-    """(X, labels) of a cached set named ``<task>_<split>_L<k>``."""
-    x_path = cache / f"{name}.npy"
-    stem = name.rsplit("_L", 1)[0]
-    y_path = cache / f"{stem}.labels.txt"
-    if not x_path.exists() or not y_path.exists():
-        task, split = stem.rsplit("_", 1)
-        raise FileNotFoundError(
-            f"{x_path} or {y_path} is missing; create them with: "
-            f"python -m bench.extract_layers --task {task} --split {split} --out {cache}"
-        )
-    X = np.load(x_path)
-    y = np.array(y_path.read_text(encoding="utf-8").splitlines())
-    return X, y
+# default_cache and load_set are re-exported for the suites that import them from here.
+from bench.cache import cache_dir as default_cache
+from bench.cache import load_set
+from tests.ground_truth import highs_status, qp_distance
 
 
 def highs_full(A: np.ndarray, B: np.ndarray) -> int:

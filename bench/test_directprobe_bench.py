@@ -21,42 +21,15 @@ benchmarks warm the compile on a tiny input first so it is not counted.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from ground_truth import lp_separable  # noqa: E402
-from reference_directprobe import reference_directprobe  # noqa: E402
-
-from geomcore.directprobe import directprobe  # noqa: E402
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("GEOMCORE_BENCH_CACHE")
-    return Path(env) if env else REPO / "cache"
-
-
-def load(task: str, split: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    d = cache_dir()
-    vec, lab = d / f"{task}_{split}_L{layer}.npy", d / f"{task}_{split}.labels.txt"
-    for p in (vec, lab):
-        if not p.is_file():
-            pytest.fail(
-                f"benchmark input {p} is missing; build it with:\n"
-                f"  .venv/bin/python -m bench.extract_layers --task {task} --split {split} "
-                "--layers 0-6"
-            )
-    X = np.load(vec)
-    y = np.array(lab.read_text(encoding="utf-8").splitlines())
-    if y.shape[0] != X.shape[0]:
-        pytest.fail(f"{lab} has {y.shape[0]} labels for {X.shape[0]} vectors in {vec}")
-    return X, y
+from bench.cache import load_layer as load
+from geomcore.directprobe import directprobe
+from tests.ground_truth import lp_separable
+from tests.reference_directprobe import reference_directprobe
 
 
 @pytest.fixture(scope="module", autouse=True)

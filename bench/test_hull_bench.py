@@ -24,10 +24,8 @@ smallest synthetic configuration; ``GEOMCORE_BENCH_FULL=1`` adds the whole grid
 from __future__ import annotations
 
 import os
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,10 +34,7 @@ from sklearn.svm import SVC, LinearSVC
 
 import geomcore
 from bench.hull_truth import default_cache, highs_full, load_set, read_truth
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from ground_truth import qp_distance  # noqa: E402
+from tests.ground_truth import qp_distance
 
 FULL = os.environ.get("GEOMCORE_BENCH_FULL") == "1"
 

@@ -26,41 +26,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from ground_truth import lp_separable  # noqa: E402
-
-from geomcore import io as gio  # noqa: E402
-from geomcore.cli import main  # noqa: E402
+from bench.cache import inputs as _inputs
+from geomcore import io as gio
+from geomcore.cli import main
+from tests.ground_truth import lp_separable
 
 TASKS = ["ps-role", "ps-fxn", "pos"]
 LAYERS = list(range(7))
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("GEOMCORE_BENCH_CACHE")
-    return Path(env) if env else REPO / "cache"
-
-
-def _inputs(task: str, split: str, layer: int) -> tuple[Path, Path]:
-    d = cache_dir()
-    vec = d / f"{task}_{split}_L{layer}.npy"
-    lab = d / f"{task}_{split}.labels.txt"
-    missing = [p for p in (vec, lab) if not p.is_file()]
-    if missing:
-        pytest.fail(
-            f"benchmark input {missing[0]} is missing; build it with:\n"
-            f"  .venv/bin/python -m bench.extract_layers --task {task} --split {split} --layers 0-6"
-            + (f" --out {d}" if "GEOMCORE_BENCH_CACHE" in os.environ else "")
-        )
-    return vec, lab
 
 
 def probe_once(task: str, layer: int, out: Path) -> dict:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ground_truth import lp_separable
+from tests.ground_truth import lp_separable
 
 
 def reference_directprobe(X, labels):
@@ -76,7 +76,7 @@ def reference_directprobe(X, labels):
 
 def reference_predict(X, cluster_of, P):
     """Nearest-hull labels by brute force: clarabel QP distance to every cluster."""
-    from ground_truth import qp_distance
+    from tests.ground_truth import qp_distance
 
     K = int(cluster_of.max()) + 1
     D = np.array(

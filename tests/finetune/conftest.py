@@ -1,9 +1,6 @@
 """Tiny-model and tiny-corpus fixtures for the finetune tests (nothing is downloaded).
 
-The tiny encoder follows transformers' BertModelTester: a randomly initialised
-BertConfig (2 layers, hidden 32) and a WordPiece tokenizer built from a vocab
-file written to tmp_path. Its vocabulary is small on purpose so that ordinary
-words split into several sub-tokens (the word -> sub-token mean is exercised).
+The tiny encoder itself is built in tests/finetune/tiny.py.
 """
 
 from __future__ import annotations
@@ -16,50 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from tests.finetune.tiny import build_tiny_encoder  # noqa: E402  (after the importorskips)
+
 REPO = Path(__file__).resolve().parents[2]
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-PIECES = (
-    "the a of to in on at by for with from cat dog sat mat ran fast big small run ##s ##ed "
-    "##ing ##er ##ly ##t what who where is was are . , ? ! h ##e ##l ##o ##a ##n ##r ##i"
-).split()
-LETTERS = list("abcdefghijklmnopqrstuvwxyz") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
-TINY_MAX_POSITIONS = 24
-
-
-def tiny_vocab() -> list[str]:
-    seen, vocab = set(), []
-    for tok in SPECIALS + PIECES + LETTERS:
-        if tok not in seen:
-            seen.add(tok)
-            vocab.append(tok)
-    return vocab
-
-
-def build_tiny_encoder(tmp_path: Path, *, seed: int = 0):
-    """(model, tokenizer): a 2-layer, 32-wide BERT with a 24-position limit."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    vocab_file = tmp_path / "vocab.txt"
-    vocab_file.write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
-    tokenizer.model_max_length = TINY_MAX_POSITIONS
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tiny_vocab()),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=TINY_MAX_POSITIONS,
-        type_vocab_size=2,
-        hidden_dropout_prob=0.1,  # > 0 so that a forgotten eval() would show as nondeterminism
-        attention_probs_dropout_prob=0.1,
-    )
-    model = BertModel(config)
-    model.eval()
-    return model, tokenizer
-
 
 @pytest.fixture
 def tiny_encoder(tmp_path):

@@ -10,10 +10,8 @@ the centroids against numpy means.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,19 +21,8 @@ from finetune.config import TrainConfig
 from finetune import stream as stream_mod
 from finetune.stream import JsonlLog, layer_geometry, probe_split
 from finetune.train import fit
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-HERE = Path(__file__).resolve().parent
-build_tiny_encoder = _load("_finetune_conftest", HERE / "conftest.py").build_tiny_encoder
-toy_task = _load("_finetune_test_train", HERE / "test_train.py").toy_task
-ground_truth = _load("_ground_truth", HERE.parent / "ground_truth.py")
+from tests.finetune.tiny import build_tiny_encoder, toy_task
+from tests.ground_truth import lp_separable, qp_distance
 
 
 def layer_vectors(model, tokenizer, task):
@@ -106,9 +93,9 @@ def test_logged_geometry_is_the_geometry_of_the_saved_and_initial_models(tmp_pat
                     for i in range(len(names)):
                         for j in range(i + 1, len(names)):
                             A, B = X[y == i], X[y == j]
-                            assert rec["separable"][i][j] == ground_truth.lp_separable(A, B)
+                            assert rec["separable"][i][j] == lp_separable(A, B)
                             assert M[i, j] == pytest.approx(
-                                ground_truth.qp_distance(A, B), rel=2e-3, abs=1e-5 * scale
+                                qp_distance(A, B), rel=2e-3, abs=1e-5 * scale
                             )
 
 

@@ -7,7 +7,6 @@ resumes, and that another plan in the same directory is refused.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -17,21 +16,14 @@ import pytest
 
 from finetune.__main__ import main
 from finetune.study import CROSS_SOURCES, PRESETS, unit_names
+from tests.finetune.tiny import build_tiny_encoder
 
 TASKS = ("pos", "ps-role", "ps-fxn")
 HERE = Path(__file__).resolve().parent
 
 
-def _conftest():
-    spec = importlib.util.spec_from_file_location("_finetune_conftest_study", HERE / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, data_dir_module):
-    build_tiny_encoder = _conftest().build_tiny_encoder
     root = tmp_path_factory.mktemp("study")
     model, tok = build_tiny_encoder(root)
     model_dir = root / "tiny-bert"

@@ -1,6 +1,6 @@
 """Fine-tuning loop: learning, heads, label index, schedule, exact resume.
 
-Tiny models only (tests/finetune/conftest.py: 2 layers, hidden 32, WordPiece
+Tiny models only (tests/finetune/tiny.py: 2 layers, hidden 32, WordPiece
 vocab written to tmp_path); nothing is downloaded. Ground truth comes from
 outside the code under test: transformers' own LR schedule, and accuracies
 recomputed from the saved model with a plain per-sentence loop (tokenizer ->
@@ -9,7 +9,6 @@ model -> mean of the word's sub-tokens -> saved head).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,50 +19,9 @@ import torch
 from finetune.config import TrainConfig, default_epochs
 from finetune.embed import embed_layers, encode
 from finetune.heads import TaskHead, example_features
-from finetune.tasks.data import make_task_data
 from finetune.train import fit, label_index, linear_warmup_decay, load_head, slice_task
+from tests.finetune.tiny import build_tiny_encoder, toy_task
 
-
-
-def _load(name: str, path: Path):
-    """Import a helper module of the test tree by path (the tests are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-build_tiny_encoder = _load("_finetune_conftest", Path(__file__).with_name("conftest.py")).build_tiny_encoder
-
-LEX = {
-    "cat": "NOUN", "dog": "NOUN", "mat": "NOUN",
-    "sat": "VERB", "ran": "VERB", "run": "VERB",
-    "big": "ADJ", "small": "ADJ",
-}
-
-
-def toy_task(split, n_sent, seed, *, kind="token", extra_words=(), long_sentence=False):
-    """A learnable toy corpus: the label is a function of the word (and head)."""
-    rng = np.random.default_rng(seed)
-    vocab = list(LEX) + list(extra_words)
-    lex = dict(LEX, **{w: "ADV" for w in extra_words})
-    sents, tg, labs = [], [], []
-    for s in range(n_sent):
-        n = 30 if (long_sentence and s == 0) else 4
-        words = [str(w) for w in rng.choice(vocab, size=n)]
-        sents.append(words)
-        if kind == "token":
-            for w, word in enumerate(words):
-                tg.append((s, w, -1))
-                labs.append(lex[word])
-        elif kind == "pair":
-            for w in range(1, n):  # does the word share its head's class?
-                tg.append((s, w, 0))
-                labs.append("same" if lex[words[w]] == lex[words[0]] else "diff")
-        else:
-            tg.append((s, -1, -1))
-            labs.append(lex[words[0]])
-    return make_task_data("toy", split, kind, sents, tg, labs, sorted(set(labs)))
 
 
 def reference_features(model, tokenizer, task):

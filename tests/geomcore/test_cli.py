@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ground_truth import qp_distance  # noqa: E402
+from tests.ground_truth import qp_distance
 
 from geomcore import io as gio  # noqa: E402
 from geomcore.cli import main  # noqa: E402

@@ -11,8 +11,8 @@ import logging
 
 import numpy as np
 import pytest
-from ground_truth import lp_separable
-from reference_directprobe import reference_directprobe
+from tests.ground_truth import lp_separable
+from tests.reference_directprobe import reference_directprobe
 from sklearn.datasets import load_iris, load_wine
 
 from geomcore.directprobe import Probe, directprobe

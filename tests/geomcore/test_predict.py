@@ -11,8 +11,8 @@ import logging
 
 import numpy as np
 import pytest
-from ground_truth import point_box_distance
-from reference_directprobe import reference_directprobe, reference_predict
+from tests.ground_truth import point_box_distance
+from tests.reference_directprobe import reference_directprobe, reference_predict
 from sklearn.datasets import load_iris
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler

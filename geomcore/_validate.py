@@ -11,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_points", "as_labels", "as_groups", "check_finite", "check_same_width"]
+__all__ = [
+    "as_points", "as_labels", "as_groups", "check_finite", "check_same_width",
+    "check_tolerances",
+]
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -160,3 +163,23 @@ def check_same_width(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
             f"`{name_a}` has {a.shape[1]} columns and `{name_b}` has {b.shape[1]}; "
             "both must have the same number of features."
         )
+
+
+def check_tolerances(
+    tol: Any, rtol: Any, names: tuple[str, str] = ("tol", "rtol")
+) -> tuple[float, float]:
+    """The one check of the engine's two tolerances; returns them as floats.
+
+    ``tol`` is relative to the data scale (hulls closer than ``tol * scale``
+    overlap) and ``rtol`` is the certified relative accuracy of a distance
+    (``(upper - lower) <= rtol * upper``): both are dimensionless fractions, so
+    each must be a real number strictly between 0 and 1 (a bool is not a number
+    here). ``names`` is how the caller spells them (``--tol`` on a command line).
+    """
+    out = []
+    for name, v in zip(names, (tol, rtol)):
+        real = isinstance(v, (int, float, np.integer, np.floating))
+        if not real or isinstance(v, (bool, np.bool_)) or not 0.0 < float(v) < 1.0:
+            raise ValueError(f"`{name}` must be a number in (0, 1); got {v!r}.")
+        out.append(float(v))
+    return out[0], out[1]

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from geomcore import io as gio
+from geomcore._validate import check_tolerances
 
 __all__ = ["main", "build_parser", "run_probe", "SCHEMA_VERSION"]
 
@@ -37,6 +38,14 @@ CHECKPOINT = ".clustering_checkpoint.npz"
 
 class UsageError(ValueError):
     """Bad input or arguments: reported as one line, exit status 2."""
+
+
+def _check_tolerance_flags(args: argparse.Namespace) -> None:
+    """--tol and --rtol through the library's one tolerance check."""
+    try:
+        check_tolerances(args.tol, args.rtol, names=("--tol", "--rtol"))
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("`", "")) from exc
 
 
 # ---------------------------------------------------------------- help texts
@@ -264,9 +273,7 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} exists and is not a directory.")
-    for flag, value in (("--tol", args.tol), ("--rtol", args.rtol)):
-        if not (np.isfinite(value) and value > 0):
-            raise UsageError(f"{flag} must be a positive number; got {value}.")
+    _check_tolerance_flags(args)
 
     settings = {"tol": args.tol, "rtol": args.rtol}
     inputs = _inputs_record(args)
@@ -530,9 +537,7 @@ def _cmd_distances(args: argparse.Namespace) -> int:
     from geomcore.analysis import LABEL_PAIR_ORDER, distance_vector, min_distance_per_label
     from geomcore.distances import label_distances
 
-    for flag, value in (("--tol", args.tol), ("--rtol", args.rtol)):
-        if not (np.isfinite(value) and value > 0):
-            raise UsageError(f"{flag} must be a positive number; got {value}.")
+    _check_tolerance_flags(args)
     out_path = Path(args.out) if args.out else None
     if out_path is not None and out_path.suffix.lower() not in (".json", ".csv"):
         raise UsageError(f"--out {out_path} must end in .json or .csv.")
@@ -660,12 +665,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    try:
-        from geomcore import __version__
+    from geomcore import __version__
 
-        return __version__
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from geomcore._validate import as_groups, as_labels, as_points
+from geomcore._validate import as_groups, as_labels, as_points, check_tolerances
 from geomcore.results import HullResult, HullResults
 from geomcore.sharding import pair_sharding
 from geomcore.solvers.pairs import DEFAULT_RTOL, DEFAULT_TOL, solve_pairs
@@ -31,9 +31,7 @@ __all__ = [
 def _check_options(tol, rtol, dtype):
     tol = DEFAULT_TOL if tol is None else tol
     rtol = DEFAULT_RTOL if rtol is None else rtol
-    for name, v in (("tol", tol), ("rtol", rtol)):
-        if not isinstance(v, (int, float, np.floating, np.integer)) or not (0 < float(v) < 1):
-            raise ValueError(f"`{name}` must be a number in (0, 1); got {v!r}.")
+    tol, rtol = check_tolerances(tol, rtol)
     if dtype is None:
         dt = np.float32
     else:
@@ -43,7 +41,7 @@ def _check_options(tol, rtol, dtype):
             raise TypeError(f"`dtype` must be float32 or float64; got {dtype!r}.") from exc
         if dt not in (np.float32, np.float64):
             raise TypeError(f"`dtype` must be float32 or float64; got {np.dtype(dtype).name}.")
-    return float(tol), float(rtol), dt
+    return tol, rtol, dt
 
 
 def _sharding(shard):

@@ -10,11 +10,8 @@ classes ``fit`` raises a ValueError instead of returning a soft-margin answer.
 
 from __future__ import annotations
 
-from numbers import Real
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import _ovr_decision_function, check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -61,19 +58,13 @@ class HardMarginSVC(ClassifierMixin, BaseEstimator):
     (array([[0.5, 0.5]]), array([2.828]))
     """
 
-    _parameter_constraints = {
-        "tol": [Interval(Real, 0, 1, closed="neither")],
-        "rtol": [Interval(Real, 0, 1, closed="neither")],
-        "dtype": [StrOptions({"float32", "float64"})],
-    }
-
     def __init__(self, tol=1e-6, rtol=1e-4, dtype="float32"):
         self.tol = tol
         self.rtol = rtol
         self.dtype = dtype
 
     def fit(self, X, y):
-        self._validate_params()
+        tol, rtol, dt = _check_options(self.tol, self.rtol, self.dtype)
         X, y = validate_data(self, X, y, dtype=np.float64, order="C")
         check_classification_targets(y)
         self.classes_, yi = np.unique(y, return_inverse=True)
@@ -82,7 +73,6 @@ class HardMarginSVC(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"HardMarginSVC needs at least 2 classes in y; got 1 class: {self.classes_[0]!r}."
             )
-        tol, rtol, dt = _check_options(self.tol, self.rtol, self.dtype)
         sets = [X[yi == k] for k in range(n_classes)]
         iu, ju = np.triu_indices(n_classes, k=1)
         if n_classes == 2:
@@ -132,21 +122,3 @@ class HardMarginSVC(ClassifierMixin, BaseEstimator):
         if self.classes_.size == 2:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[np.argmax(scores, axis=1)]
-
-
-_NON_SEPARABLE = (
-    "the check fits classes whose convex hulls overlap; no hard-margin SVM exists "
-    "there and HardMarginSVC raises a ValueError instead of a soft-margin answer"
-)
-
-#: scikit-learn estimator checks that do not apply, with the reason.
-NOT_APPLICABLE_CHECKS = {
-    name: _NON_SEPARABLE
-    for name in (
-        "check_fit_score_takes_y", "check_n_features_in_after_fitting",
-        "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_dtype_object",
-        "check_estimators_nan_inf", "check_classifier_data_not_an_array",
-        "check_classifiers_train", "check_supervised_y_2d", "check_fit_idempotent",
-        "check_fit_check_is_fitted", "check_n_features_in",
-    )
-}

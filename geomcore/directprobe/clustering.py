@@ -1,6 +1,6 @@
 """DirectProbe clustering: ``directprobe(X, labels) -> Probe``.
 
-The procedure (DESIGN.md section 2), stated exactly so that the slow test
+The procedure (docs/design.md, DirectProbe), stated exactly so that the slow test
 reference and this fast path give identical clusters:
 
 1. Start from one cluster per point.
@@ -45,7 +45,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from geomcore._validate import as_labels, as_points
+from geomcore._validate import as_labels, as_points, check_tolerances
 from geomcore.directprobe.checks import Certifier, Counters, engine_decider, lp_decider
 from geomcore.directprobe.probe import Probe, ProbeStats, STEP_DTYPE
 from geomcore.directprobe.state import Forest, MergeQueue
@@ -251,9 +251,7 @@ def directprobe(
     n = Xv.shape[0]
     raw = as_labels(labels, n, "labels")
     uniq, y = encode_labels(raw)
-    for name, v in (("tol", tol), ("rtol", rtol)):
-        if not (isinstance(v, (int, float, np.floating)) and 0 < float(v) < 1):
-            raise ValueError(f"`{name}` must be a number in (0, 1); got {v!r}.")
+    tol, rtol = check_tolerances(tol, rtol)
     decide = _make_decider(decider, tol, rtol)
     conflicts = find_conflicts(Xv, y)
     frozen = np.unique(conflicts) if conflicts.size else np.zeros(0, np.int64)

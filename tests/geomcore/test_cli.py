@@ -81,6 +81,16 @@ def test_module_help_in_a_subprocess():
         assert word in res.stdout
 
 
+@pytest.mark.parametrize("command", ["probe", "distances"])
+@pytest.mark.parametrize("flag, value", [("--tol", "0"), ("--rtol", "1.5"), ("--tol", "nan")])
+def test_bad_tolerance_flags_stop_with_one_line(blobs, capsys, command, flag, value):
+    d = blobs[0]
+    rc, _, err = _run([command, "--train", d / "X.npy", "--train-labels", d / "y.txt",
+                       "--out", d / ("r" if command == "probe" else "D.json"), flag, value], capsys)
+    assert rc == 2 and f"{flag} must be a number in (0, 1); got" in err
+    assert not (d / "r").exists() and not (d / "D.json").exists()
+
+
 def test_probe_help_explains_the_files(capsys):
     rc, out, _ = _run(["probe", "--help"], capsys)
     assert rc == 0

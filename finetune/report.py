@@ -33,13 +33,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from geomcore.analysis import pearson_r
+from geomcore.analysis import distance_vector, spatial_similarity
 from geomcore.io import atomic_open, write_json
 
 __all__ = [
     "GeometryLog",
     "read_geometry",
-    "distance_vector",
     "similarity",
     "min_distance_gains",
     "closest_triple",
@@ -122,30 +121,17 @@ def read_geometry(path: str | Path) -> GeometryLog:
 # --------------------------------------------------------------------------- analysis
 
 
-def distance_vector(matrix: np.ndarray, labels: Sequence[str], order: Sequence[str]) -> np.ndarray:
-    """Entries ``matrix[i, j]`` for the label pairs i < j of ``order`` (row-major).
-
-    ``labels`` names the rows/columns of ``matrix``; ``order`` is a subset of it
-    in the order the vector should follow. Overlapping labels have distance 0.
-    """
-    pos = {lab: k for k, lab in enumerate(labels)}
-    idx = [pos[lab] for lab in order]
-    return np.array([matrix[idx[a], idx[b]] for a, b in itertools.combinations(range(len(idx)), 2)],
-                    dtype=np.float64)
-
-
 def similarity(rec_a: dict, rec_b: dict) -> float | None:
-    """Pearson r of two records' label distance vectors over their shared labels.
+    """Spatial similarity of two geometry records: Pearson r of their label distance vectors.
 
-    The shared labels are taken in ``rec_a``'s order; r over the
-    L(L-1)/2 pairs. None when r is undefined (fewer than 2 pairs, a constant
-    vector or a missing value).
+    geomcore.analysis.spatial_similarity over the label pairs both records hold
+    (matched by name). None when r is undefined (fewer than 2 shared pairs, a
+    constant vector or a missing value).
     """
-    shared = [lab for lab in rec_a["labels"] if lab in set(rec_b["labels"])]
-    va = distance_vector(rec_a["label_distances"], rec_a["labels"], shared)
-    vb = distance_vector(rec_b["label_distances"], rec_b["labels"], shared)
     try:
-        return pearson_r(va, vb)
+        va = distance_vector(rec_a["label_distances"], rec_a["labels"])
+        vb = distance_vector(rec_b["label_distances"], rec_b["labels"])
+        return spatial_similarity(va, vb).r
     except ValueError:
         return None
 

@@ -114,7 +114,7 @@ class LabelPairDistances(NamedTuple):
 
     @property
     def min_distance(self) -> np.ndarray:
-        """(L,) per label, the smallest ``matrix`` entry to any other label (NaN if L == 1)."""
+        """(L,) per label, the smallest ``matrix`` entry to any other label (inf if L == 1)."""
         return min_distance_per_label(self.matrix)
 
     @property
@@ -412,13 +412,19 @@ def spatial_similarity(a: DistanceVector, b: DistanceVector) -> Similarity:
 
 
 def min_distance_per_label(matrix: Any) -> np.ndarray:
-    """(L,) per label, the minimum of ``matrix[a, b]`` over b != a; NaN when L == 1."""
+    """(L,) per label a, ``min over b != a of matrix[a, b]`` (units of the matrix).
+
+    A label with no other label (L == 1) gets ``inf``, the minimum over an empty
+    set: nothing is within any finite distance of it. This is the project's one
+    convention for an undefined minimum distance (``LabelDistances.min_distance``
+    uses it too); JSON writers turn it into ``null``.
+    """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"`matrix` must be square (L, L); got shape {matrix.shape}.")
     n = matrix.shape[0]
     if n < 2:
-        return np.full(n, np.nan)
+        return np.full(n, np.inf)
     masked = np.where(np.eye(n, dtype=bool), np.inf, matrix)
     return masked.min(axis=1)
 

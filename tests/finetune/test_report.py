@@ -16,7 +16,6 @@ from finetune.report import (
     closest_triple,
     cross_task_table,
     displacement_pca,
-    distance_vector,
     findings,
     layer_step_similarity,
     min_distance_gains,
@@ -36,13 +35,6 @@ def _rec(labels, matrix, centroids=None):
 def _points_matrix(x):
     x = np.asarray(x, dtype=float)
     return np.abs(x[:, None] - x[None, :])
-
-
-def test_distance_vector_follows_the_requested_order():
-    m = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0]], dtype=float)
-    assert distance_vector(m, ["a", "b", "c"], ["a", "b", "c"]).tolist() == [1, 2, 3]
-    # c, a, b: pairs (c,a) (c,b) (a,b)
-    assert distance_vector(m, ["a", "b", "c"], ["c", "a", "b"]).tolist() == [2, 3, 1]
 
 
 def test_similarity_is_pearson_over_shared_labels():

@@ -7,8 +7,6 @@ scikit-learn's NearestCentroid.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,10 +15,7 @@ from scipy.spatial.distance import pdist
 from scipy.stats import pearsonr
 from sklearn.neighbors import NearestCentroid
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ground_truth import qp_distance, simplices_at_gap  # noqa: E402
-
-from geomcore.analysis import (  # noqa: E402
+from geomcore.analysis import (
     LABEL_PAIR_ORDER,
     DistanceVector,
     analyze_probe,
@@ -33,6 +28,8 @@ from geomcore.analysis import (  # noqa: E402
     pearson_r,
     spatial_similarity,
 )
+from geomcore.distances import label_distances
+from tests.ground_truth import qp_distance, simplices_at_gap
 
 
 def _clustered(rng, d=3):
@@ -119,7 +116,7 @@ def test_one_label_has_no_pairs_and_no_crash():
     ld = label_pair_distances(cd, ["only"])
     assert ld.matrix.shape == (1, 1) and ld.matrix[0, 0] == 0.0
     assert ld.vector.pairs == () and ld.vector.values.shape == (0,)
-    assert np.isnan(ld.min_distance[0])
+    assert ld.min_distance[0] == np.inf
 
 
 def test_distance_vector_order_is_row_major_upper_triangle():
@@ -176,7 +173,19 @@ def test_spatial_similarity_aligns_pairs_by_label_names():
 def test_min_distance_per_label_by_hand():
     m = np.array([[0, 3, 1], [3, 0, 2], [1, 2, 0]], float)
     np.testing.assert_array_equal(min_distance_per_label(m), [1, 2, 1])
-    assert np.isnan(min_distance_per_label(np.zeros((1, 1)))[0])
+    assert min_distance_per_label(np.zeros((1, 1)))[0] == np.inf
+
+
+def test_undefined_min_distance_is_inf_everywhere():
+    """A label with no other label: the minimum over an empty set, inf, in every API."""
+    X = np.random.default_rng(5).normal(size=(5, 3))
+    ld = label_distances(X, ["only"] * 5)
+    assert ld.labels.tolist() == ["only"] and ld.min_distance.tolist() == [np.inf]
+    assert min_distance_per_label(ld.matrix).tolist() == [np.inf]
+    # with two labels both give the one finite distance, to each label
+    two = label_distances(np.vstack([X, X + 10.0]), ["a"] * 5 + ["b"] * 5)
+    np.testing.assert_array_equal(two.min_distance, min_distance_per_label(two.matrix))
+    assert np.all(np.isfinite(two.min_distance)) and two.min_distance[0] > 0
 
 
 def test_inside_distances_match_brute_force_with_chunking():

@@ -61,14 +61,8 @@ Decider = Callable[[Sequence[np.ndarray], np.ndarray, bool], Decision]
 
 def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
     """Decisions by the hull engine, ``geomcore.solvers.pairs.solve_pairs``."""
-    try:
-        from geomcore.results import Status
-        from geomcore.solvers.pairs import solve_pairs
-    except ImportError as exc:  # the engine is a separate module of this package
-        raise ImportError(
-            "directprobe(decider='engine') needs geomcore.solvers.pairs.solve_pairs, which "
-            f"could not be imported ({exc}). Use decider='lp' for the exact (slow) HiGHS LP."
-        ) from exc
+    from geomcore.results import Status
+    from geomcore.solvers.pairs import solve_pairs
 
     def decide(sets, pairs, any_only):
         try:
@@ -204,7 +198,6 @@ class Counters:
     engine_calls: int = 0
     engine_pairs: int = 0
     escalated: int = 0
-    inherited_blocks: int = 0
     rooted: int = 0
     centroid: int = 0
     pooled: int = 0

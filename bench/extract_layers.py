@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def extract(args: argparse.Namespace) -> dict:
     """Do the work; returns a summary dict (also written as the meta file)."""
     from finetune.embed import embed_layers
-    from finetune.embed_cli import save_npy_atomic, write_text_atomic
+    from geomcore.io import save_npy_atomic, write_lines_atomic
     from finetune.models import load_encoder, resolve_model_path
     from finetune.tasks import load_task
 
@@ -107,11 +107,11 @@ def extract(args: argparse.Namespace) -> dict:
             progress=not args.no_progress,
         )
         for k, v in zip(todo, vectors):
-            save_npy_atomic(layer_path(out, args.task, args.split, k), v.numpy())
+            save_npy_atomic(layer_path(out, args.task, args.split, k), v.numpy(), make_dirs=True)
     seconds = time.perf_counter() - t0
     lab = labels_path(out, args.task, args.split)
     if not lab.is_file():
-        write_text_atomic(lab, task.labels)
+        write_lines_atomic(lab, task.labels, make_dirs=True)
     width = (2 if task.kind == "pair" else 1) * int(model.config.hidden_size)
     summary = {
         "task": args.task,
@@ -124,7 +124,7 @@ def extract(args: argparse.Namespace) -> dict:
         "seconds": round(seconds, 2),
     }
     if todo or not meta_file.is_file():
-        write_text_atomic(meta_file, [json.dumps(summary, sort_keys=True)])
+        write_lines_atomic(meta_file, [json.dumps(summary, sort_keys=True)], make_dirs=True)
     return summary
 
 

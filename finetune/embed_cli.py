@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
+from geomcore.io import save_npy_atomic, write_lines_atomic
 
-from geomcore.io import atomic_open
-
-__all__ = ["register", "run", "labels_path_for", "save_npy_atomic", "write_text_atomic"]
+__all__ = ["register", "run", "labels_path_for"]
 
 
 def labels_path_for(out: Path) -> Path:
@@ -26,28 +23,6 @@ def labels_path_for(out: Path) -> Path:
     out = Path(out)
     stem = out.name[: -len(".npy")] if out.name.endswith(".npy") else out.name
     return out.with_name(stem + ".labels.txt")
-
-
-def _atomic(path: Path, write) -> None:
-    """Write bytes through geomcore's temp-file-and-rename writer, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as f:
-        write(f)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save to ``path`` through a temp file in the same folder + os.replace."""
-    _atomic(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
-
-
-def write_text_atomic(path: Path, lines: Sequence[str]) -> None:
-    """One string per line (UTF-8), through a temp file + os.replace."""
-    for i, line in enumerate(lines):
-        if "\n" in line or "\r" in line:
-            raise ValueError(f"line {i} to write to {path} contains a newline: {line!r}")
-    data = "".join(line + "\n" for line in lines).encode("utf-8")
-    _atomic(path, lambda f: f.write(data))
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -105,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     labels_out = labels_path_for(out)
-    save_npy_atomic(out, vectors.numpy())
-    write_text_atomic(labels_out, task.labels)
+    save_npy_atomic(out, vectors.numpy(), make_dirs=True)
+    write_lines_atomic(labels_out, task.labels, make_dirs=True)
     missing = unseen_labels(task)
     note = f"; labels absent from train: {', '.join(missing)}" if missing else ""
     print(f"wrote {out} {tuple(vectors.shape)} float32 and {labels_out}{note}")

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geomcore.io import atomic_open
+from geomcore.io import atomic_open, write_json
 
 from finetune.config import TrainConfig, default_epochs
 from finetune.embed import encode, model_max_length
@@ -213,23 +213,13 @@ def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_write_bytes_fn(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        write(fh)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    data = (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
-    _atomic_write_bytes_fn(path, lambda fh: fh.write(data))
-
-
 def _checkpoint_path(out_dir: Path) -> Path:
     return out_dir / "checkpoint" / "state.pt"
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    _atomic_write_bytes_fn(path, lambda fh: torch.save(state, fh))
+    with atomic_open(path, "wb", make_dirs=True) as fh:
+        torch.save(state, fh)
 
 
 WARM_FILE = "probe_warm.pkl"
@@ -238,7 +228,8 @@ WARM_FILE = "probe_warm.pkl"
 def _save_warm(out_dir: Path, warm: dict) -> None:
     """The probes' label-pair supports, (split, layer) -> (labels, supports), atomically."""
     state = {k: (np.asarray(ld.labels), ld.supports) for k, ld in warm.items()}
-    _atomic_write_bytes_fn(out_dir / WARM_FILE, lambda fh: pickle.dump(state, fh, protocol=5))
+    with atomic_open(out_dir / WARM_FILE, "wb", make_dirs=True) as fh:
+        pickle.dump(state, fh, protocol=5)
 
 
 def _load_warm(out_dir: Path) -> dict:
@@ -581,7 +572,7 @@ def fit(
         out_dir=out_dir,
     )
     if completed and not already_done:
-        _write_json_atomic(
+        write_json(
             out_dir / "results.json",
             {
                 "task": train_data.name,

@@ -42,6 +42,7 @@ import numpy as np
 __all__ = [
     "atomic_open",
     "write_text_atomic",
+    "write_lines_atomic",
     "save_npy_atomic",
     "read_embeddings",
     "read_labels",
@@ -65,18 +66,27 @@ __all__ = [
 
 @contextlib.contextmanager
 def atomic_open(
-    path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"
+    path: str | os.PathLike,
+    mode: str = "w",
+    encoding: str | None = "utf-8",
+    *,
+    make_dirs: bool = False,
 ) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``.
 
+    The project's one atomic writer: every result file (geomcore's outputs,
+    embeddings, checkpoints, study units, downloaded corpora) goes through it.
     If the ``with`` body raises (or the process dies), the target is untouched:
     the previous file stays intact or no file appears, and the temporary file is
     removed (on a hard kill a hidden ``.NAME.*.tmp`` may remain; it is never read).
+    A missing directory is an error unless ``make_dirs`` asks to create it.
     """
     path = Path(path)
     if "w" not in mode:
         raise ValueError(f"atomic_open writes whole files; mode must contain 'w', got {mode!r}.")
     directory = path.parent if str(path.parent) else Path(".")
+    if make_dirs:
+        directory.mkdir(parents=True, exist_ok=True)
     if not directory.is_dir():
         raise ValueError(f"cannot write {path}: directory {directory} does not exist.")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -102,15 +112,29 @@ def _umask() -> int:
     return mask
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str, *, make_dirs: bool = False) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_open(path, "w") as f:
+    with atomic_open(path, "w", make_dirs=make_dirs) as f:
         f.write(text)
 
 
-def save_npy_atomic(path: str | os.PathLike, array: Any) -> None:
+def write_lines_atomic(
+    path: str | os.PathLike, lines: Sequence[str], *, make_dirs: bool = False
+) -> None:
+    """One string per line (UTF-8, ``\n`` after each), atomically.
+
+    A string holding a newline would silently add a line and shift every line
+    after it (labels would no longer match their rows), so it is a ValueError.
+    """
+    for i, line in enumerate(lines):
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"line {i} to write to {path} contains a newline: {line!r}")
+    write_text_atomic(path, "".join(line + "\n" for line in lines), make_dirs=make_dirs)
+
+
+def save_npy_atomic(path: str | os.PathLike, array: Any, *, make_dirs: bool = False) -> None:
     """Save an array as ``.npy`` atomically."""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", make_dirs=make_dirs) as f:
         np.save(f, np.asarray(array), allow_pickle=False)
 
 
@@ -474,7 +498,7 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, data: dict) -> None:
+def write_json(path: str | os.PathLike, data: dict, *, make_dirs: bool = False) -> None:
     """Write ``data`` as JSON, atomically (NaN becomes null).
 
     One top-level key per line, each value compact on its line, so the file
@@ -484,7 +508,7 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     body = ",\n".join(
         f" {json.dumps(k)}: {json.dumps(v, allow_nan=False, ensure_ascii=False)}" for k, v in data.items()
     )
-    write_text_atomic(path, "{\n" + body + "\n}\n")
+    write_text_atomic(path, "{\n" + body + "\n}\n", make_dirs=make_dirs)
 
 
 def read_json(path: str | os.PathLike, what: str = "results") -> dict:

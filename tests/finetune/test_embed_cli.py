@@ -12,6 +12,7 @@ import torch
 
 from bench import extract_layers
 from finetune import embed_cli
+from geomcore.io import write_lines_atomic
 from finetune.tasks import TASKS
 
 
@@ -122,7 +123,7 @@ def test_atomic_writer_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "a.labels.txt"
     target.write_text("old\n")
     with pytest.raises(ValueError, match="newline"):
-        embed_cli.write_text_atomic(target, ["ok", "bad\nlabel"])
+        write_lines_atomic(target, ["ok", "bad\nlabel"])
     assert target.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["a.labels.txt"]
     assert embed_cli.labels_path_for(tmp_path / "X.npy") == tmp_path / "X.labels.txt"
 

@@ -1,4 +1,4 @@
-"""The ``finetune`` command line: ``finetune train`` and ``finetune embed``.
+"""The ``finetune`` command line: ``train``, ``study``, ``embed`` and ``data``.
 
     finetune train --task ps-role --out runs/ps-role --probe-every 10
     python -m finetune train --task pos --model PATH --out runs/pos --epochs 1
@@ -179,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_train_parser(subparsers)
     _add_study_parser(subparsers)
-    from finetune import embed_cli
+    from finetune import corpora, embed_cli
 
     embed_cli.register(subparsers)
+    corpora.register(subparsers)
     return parser
 
 

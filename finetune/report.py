@@ -52,7 +52,13 @@ __all__ = [
     "build_report",
 ]
 
-TASK_TITLES = {"pos": "POS", "dep": "DEP", "ps-role": "PS-role", "ps-fxn": "PS-fxn", "trec50": "TREC-50"}
+TASK_TITLES = {
+    "pos": "POS",
+    "dep": "DEP",
+    "ps-role": "PS-role",
+    "ps-fxn": "PS-fxn",
+    "trec50": "TREC-50",
+}
 
 
 def _title(task: str) -> str:
@@ -87,8 +93,11 @@ class GeometryLog:
 
 
 def _float_array(x: Any) -> np.ndarray:
-    return np.array([[np.nan if v is None else v for v in row] for row in x], dtype=np.float64) \
-        if x and isinstance(x[0], list) else np.array([np.nan if v is None else v for v in x], dtype=np.float64)
+    return (
+        np.array([[np.nan if v is None else v for v in row] for row in x], dtype=np.float64)
+        if x and isinstance(x[0], list)
+        else np.array([np.nan if v is None else v for v in x], dtype=np.float64)
+    )
 
 
 def read_geometry(path: str | Path) -> GeometryLog:
@@ -154,8 +163,13 @@ def min_distance_gains(labels: Sequence[str], by_step: np.ndarray, k: int = 3) -
     ok = [i for i in range(len(labels)) if np.isfinite(gain[i])]
     most = sorted(ok, key=lambda i: (-gain[i], i))[:k]
     least = sorted(ok, key=lambda i: (gain[i], i))[:k]
-    return {"gain": gain, "most": [labels[i] for i in most], "least": [labels[i] for i in least],
-            "n_grew": int(sum(gain[i] > 0 for i in ok)), "n_shrank": int(sum(gain[i] < 0 for i in ok))}
+    return {
+        "gain": gain,
+        "most": [labels[i] for i in most],
+        "least": [labels[i] for i in least],
+        "n_grew": int(sum(gain[i] > 0 for i in ok)),
+        "n_shrank": int(sum(gain[i] < 0 for i in ok)),
+    }
 
 
 def closest_triple(matrix: np.ndarray, labels: Sequence[str]) -> tuple[str, str, str]:
@@ -229,7 +243,9 @@ def layer_step_similarity(geo: GeometryLog, split: str = "train") -> np.ndarray:
     return out
 
 
-def displacement_pca(before: Sequence[np.ndarray], after: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
+def displacement_pca(
+    before: Sequence[np.ndarray], after: Sequence[np.ndarray]
+) -> tuple[list[np.ndarray], float]:
     """Per layer, 2-D PCA of each label's centroid displacement (after - before).
 
     Args:
@@ -268,11 +284,18 @@ def cross_task_table(units: dict[str, dict]) -> list[dict[str, Any]]:
         u = units.get(key)
         if u is None:
             continue
-        row: dict[str, Any] = {"source": u["source"], "mlp_mean": u["mlp"]["mean"], "mlp_std": u["mlp"]["std"]}
+        row: dict[str, Any] = {
+            "source": u["source"],
+            "mlp_mean": u["mlp"]["mean"],
+            "mlp_std": u["mlp"]["std"],
+        }
         if u["source"] != "untuned" and base is not None:
             b = {lab: v for lab, v in zip(base["labels"], base["min_distance"])}
-            changes = {lab: v - b[lab] for lab, v in zip(u["labels"], u["min_distance"])
-                       if v is not None and b.get(lab) is not None}
+            changes = {
+                lab: v - b[lab]
+                for lab, v in zip(u["labels"], u["min_distance"])
+                if v is not None and b.get(lab) is not None
+            }
             row["grew"] = sorted(lab for lab, c in changes.items() if c > 0)
             row["shrank"] = sorted(lab for lab, c in changes.items() if c < 0)
             row["mean_change"] = float(np.mean(list(changes.values()))) if changes else None
@@ -288,13 +311,22 @@ def clusters_table(units: dict[str, dict], tasks: Sequence[str]) -> list[dict[st
         for stage in ("before", "after"):
             u = units.get(f"clusters_{t}_{stage}")
             if u is not None:
-                rows.append({"task": t, "stage": stage, "n_labels": u["n_labels"], "n_points": u["n_points"],
-                             "n_clusters": list(u["n_clusters"]),
-                             "linear": [c == u["n_labels"] for c in u["n_clusters"]]})
+                rows.append(
+                    {
+                        "task": t,
+                        "stage": stage,
+                        "n_labels": u["n_labels"],
+                        "n_points": u["n_points"],
+                        "n_clusters": list(u["n_clusters"]),
+                        "linear": [c == u["n_labels"] for c in u["n_clusters"]],
+                    }
+                )
     return rows
 
 
-def performance_table(units: dict[str, dict], geos: dict[str, GeometryLog], tasks: Sequence[str]) -> list[dict]:
+def performance_table(
+    units: dict[str, dict], geos: dict[str, GeometryLog], tasks: Sequence[str]
+) -> list[dict]:
     """Table 2: MLP accuracy before/after on the last layer and train/test similarity.
 
     ``sim_before``/``sim_after``: Pearson r between the train and the test
@@ -336,8 +368,9 @@ def _count_phrase(k: int, n: int) -> str:
     return f"{k} of {n} task{'s' if n != 1 else ''}"
 
 
-def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
-             layer_sim: dict[str, np.ndarray]) -> dict[str, list[str]]:
+def findings(
+    perf: list[dict], clusters: list[dict], cross: list[dict], layer_sim: dict[str, np.ndarray]
+) -> dict[str, list[str]]:
     """Sentences stating what the numbers show, per report section."""
     out: dict[str, list[str]] = {"performance": [], "linearity": [], "cross": [], "layers": []}
     both = [r for r in perf if "fell" in r]
@@ -345,9 +378,16 @@ def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
         fell = [r for r in both if r["fell"]]
         rose = [r for r in both if r["mlp_after_mean"] > r["mlp_before_mean"]]
         out["performance"].append(
-            f"MLP-probe accuracy on the last layer rose after fine-tuning for {_count_phrase(len(rose), len(both))}"
-            + (f"; it fell for {', '.join(_title(r['task']) + ' (' + _fmt(r['mlp_before_mean']) + ' -> ' + _fmt(r['mlp_after_mean']) + ')' for r in fell)}."
-               if fell else "; it fell for none.")
+            "MLP-probe accuracy on the last layer rose after fine-tuning for "
+            f"{_count_phrase(len(rose), len(both))}"
+            + (
+                "; it fell for "
+                + ", ".join(f"{_title(r['task'])} ({_fmt(r['mlp_before_mean'])} -> "
+                            f"{_fmt(r['mlp_after_mean'])})" for r in fell)
+                + "."
+                if fell
+                else "; it fell for none."
+            )
         )
     sims = [r for r in perf if r.get("sim_before") is not None and r.get("sim_after") is not None]
     if sims:
@@ -355,8 +395,16 @@ def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
         out["performance"].append(
             f"The spatial similarity of the training and test sets (last layer) fell for "
             f"{_count_phrase(len(down), len(sims))}"
-            + (": " + ", ".join(f"{_title(r['task'])} ({_fmt(r['sim_before'])} -> {_fmt(r['sim_after'])})" for r in down) + "."
-               if down else ".")
+            + (
+                ": "
+                + ", ".join(
+                    f"{_title(r['task'])} ({_fmt(r['sim_before'])} -> {_fmt(r['sim_after'])})"
+                    for r in down
+                )
+                + "."
+                if down
+                else "."
+            )
         )
     by_task: dict[str, dict[str, dict]] = {}
     for r in clusters:
@@ -365,10 +413,15 @@ def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
     if complete:
         lin_b = [t for t, s in complete.items() if s["before"]["linear"][-1]]
         lin_a = [t for t, s in complete.items() if s["after"]["linear"][-1]]
-        fewer = [t for t, s in complete.items() if s["after"]["n_clusters"][-1] < s["before"]["n_clusters"][-1]]
+        fewer = [
+            t
+            for t, s in complete.items()
+            if s["after"]["n_clusters"][-1] < s["before"]["n_clusters"][-1]
+        ]
         out["linearity"].append(
-            f"On the last layer, {_count_phrase(len(lin_b), len(complete))} were linearly separable "
-            f"(one cluster per label) before fine-tuning and {len(lin_a)} after; the number of clusters "
+            f"On the last layer, {_count_phrase(len(lin_b), len(complete))} were linearly "
+            f"separable (one cluster per label) before fine-tuning and {len(lin_a)} after; "
+            "the number of clusters "
             f"fell for {len(fewer)}."
         )
         for t, s in complete.items():
@@ -377,22 +430,30 @@ def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
             out["linearity"].append(
                 f"{_title(t)} ({s['before']['n_labels']} labels): clusters per layer "
                 f"{'/'.join(map(str, nb))} before, {'/'.join(map(str, na))} after"
-                + (f"; layers that changed: {', '.join(map(str, changed))}." if changed else "; no layer changed.")
+                + (
+                    f"; layers that changed: {', '.join(map(str, changed))}."
+                    if changed
+                    else "; no layer changed."
+                )
             )
     for r in cross:
         if r["source"] == "untuned" or r.get("mean_change") is None:
             continue
         n = r["n_compared"]
         out["cross"].append(
-            f"Fine-tuning on {_title(r['source'])} grew the minimum distance of {len(r['grew'])} of {n} "
-            f"PS-fxn labels and shrank {len(r['shrank'])} (mean change {r['mean_change']:+.3f}); the PS-fxn "
+            f"Fine-tuning on {_title(r['source'])} grew the minimum distance of "
+            f"{len(r['grew'])} of {n} PS-fxn labels and shrank {len(r['shrank'])} "
+            f"(mean change {r['mean_change']:+.3f}); the PS-fxn "
             f"MLP probe reached {_fmt(r['mlp_mean'])}."
         )
     untuned = next((r for r in cross if r["source"] == "untuned"), None)
     if untuned is not None:
-        better = [r for r in cross if r["source"] != "untuned" and r["mlp_mean"] > untuned["mlp_mean"]]
+        better = [
+            r for r in cross if r["source"] != "untuned" and r["mlp_mean"] > untuned["mlp_mean"]
+        ]
         out["cross"].append(
-            f"Against the untuned model's {_fmt(untuned['mlp_mean'])}, PS-fxn MLP accuracy was higher with "
+            f"Against the untuned model's {_fmt(untuned['mlp_mean'])}, "
+            "PS-fxn MLP accuracy was higher with "
             f"{len(better)} of {len(cross) - 1} fine-tuned models"
             + (f" ({', '.join(_title(r['source']) for r in better)})." if better else ".")
         )
@@ -405,7 +466,8 @@ def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
         if ok.sum() >= 2:
             lo, hi = int(np.flatnonzero(ok)[0]), int(np.flatnonzero(ok)[-1])
             out["layers"].append(
-                f"{_title(t)}: at the last step, layer {lo} keeps r = {final[lo]:.3f} with its step-0 distances, "
+                f"{_title(t)}: at the last step, layer {lo} keeps r = {final[lo]:.3f} "
+                "with its step-0 distances, "
                 f"layer {hi} r = {final[hi]:.3f}."
             )
             if final[hi] < final[lo]:
@@ -414,8 +476,9 @@ def findings(perf: list[dict], clusters: list[dict], cross: list[dict],
         n = sum(1 for m in layer_sim.values() if m.shape[1] >= 2)
         if n:
             out["layers"].insert(
-                0, f"The last layer moved further from its step-0 geometry than the first layer for "
-                   f"{_count_phrase(len(higher_more), n)}."
+                0,
+                f"The last layer moved further from its step-0 geometry than the first layer for "
+                f"{_count_phrase(len(higher_more), n)}.",
             )
     return out
 
@@ -441,9 +504,16 @@ def _savefig(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _gains(dyn: dict, chosen: Sequence[str]) -> str:
+    """``label (+gain)`` for each chosen label of a label-dynamics record."""
+    return ", ".join(f"{lab} ({dyn['gain'][dyn['labels'].index(lab)]:+.3f})" for lab in chosen)
+
+
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in r) + " |" for r in rows]
+    lines += [
+        "| " + " | ".join(_fmt(v) if not isinstance(v, str) else v for v in r) + " |" for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -461,8 +531,11 @@ def build_report(study_dir: str | Path) -> Path:
     plan = json.loads(plan_path.read_text())
     tasks = list(plan["tasks"])
     units = {p.stem: json.loads(p.read_text()) for p in sorted((d / "units").glob("*.json"))}
-    geos = {t: read_geometry(d / "runs" / t / "geometry.jsonl") for t in tasks
-            if (d / "runs" / t / "geometry.jsonl").exists() and f"finetune_{t}" in units}
+    geos = {
+        t: read_geometry(d / "runs" / t / "geometry.jsonl")
+        for t in tasks
+        if (d / "runs" / t / "geometry.jsonl").exists() and f"finetune_{t}" in units
+    }
     (d / "tables").mkdir(exist_ok=True)
     (d / "figures").mkdir(exist_ok=True)
     md: list[str] = []
@@ -478,8 +551,15 @@ def build_report(study_dir: str | Path) -> Path:
         recs = [g.get("train", last, s) for s in g.steps]
         if all(r is not None for r in recs) and recs:
             labels = recs[0]["labels"]
-            by_step = np.array([[dict(zip(r["labels"], r["min_distance_per_label"])).get(lab, np.nan)
-                                 for lab in labels] for r in recs])
+            by_step = np.array(
+                [
+                    [
+                        dict(zip(r["labels"], r["min_distance_per_label"])).get(lab, np.nan)
+                        for lab in labels
+                    ]
+                    for r in recs
+                ]
+            )
             dyn = min_distance_gains(labels, by_step)
             dynamics[t] = {"labels": labels, "steps": list(g.steps), "by_step": by_step, **dyn}
     found = findings(perf, clusters, cross, layer_sim)
@@ -487,40 +567,97 @@ def build_report(study_dir: str | Path) -> Path:
     # ---- header
     machine = plan.get("machine", {})
     md.append(f"# How fine-tuning changed {plan['model']}\n")
-    md.append(f"Study `{plan['preset']}` preset, tasks {', '.join(_title(t) for t in tasks)}; "
-              f"started {plan.get('created', '?')} on {machine.get('platform', '?')} "
-              f"({machine.get('cpus', '?')} CPUs; torch {machine.get('torch', '?')}, jax {machine.get('jax', '?')}). "
-              "Every number below was computed by this study; the sentences are generated from them.\n")
+    md.append(
+        f"Study `{plan['preset']}` preset, tasks {', '.join(_title(t) for t in tasks)}; "
+        f"started {plan.get('created', '?')} on {machine.get('platform', '?')} "
+        f"({machine.get('cpus', '?')} CPUs; torch {machine.get('torch', '?')}, "
+        f"jax {machine.get('jax', '?')}). "
+        "Every number below was computed by this study; the sentences are generated from them.\n"
+    )
     stage_secs: dict[str, float] = {}
     for name, u in units.items():
         kind = name.split("_")[0]
         stage_secs[kind] = stage_secs.get(kind, 0.0) + float(u.get("seconds", 0.0))
     md.append("## Time per stage\n")
-    md.append(_md_table(["stage", "units", "wall seconds"],
-                        [[k, str(sum(1 for n in units if n.split('_')[0] == k)), v] for k, v in sorted(stage_secs.items())]
-                        + [["total", str(len(units)), sum(stage_secs.values())]]))
-    _write_csv(d / "tables" / "timings.csv", ["unit", "seconds"],
-               [[n, u.get("seconds")] for n, u in units.items()])
+    md.append(
+        _md_table(
+            ["stage", "units", "wall seconds"],
+            [
+                [k, str(sum(1 for n in units if n.split("_")[0] == k)), v]
+                for k, v in sorted(stage_secs.items())
+            ]
+            + [["total", str(len(units)), sum(stage_secs.values())]],
+        )
+    )
+    _write_csv(
+        d / "tables" / "timings.csv",
+        ["unit", "seconds"],
+        [[n, u.get("seconds")] for n, u in units.items()],
+    )
     md.append("")
 
     # ---- Table 2
     md.append("## Fine-tuned performance (Table 2)\n")
-    md.append("MLP probe on the last layer (mean +- std over seeds, test split), the fine-tuned head's test "
-              "accuracy, and the spatial similarity (Pearson r) of the train and test label-distance vectors.\n")
+    md.append(
+        "MLP probe on the last layer (mean +- std over seeds, test split), the fine-tuned "
+        "head's test accuracy, and the spatial similarity (Pearson r) of the train and test "
+        "label-distance vectors.\n"
+    )
     rows2 = []
     for r in perf:
+
         def acc(prefix):
-            return (f"{r[prefix + '_mean']:.3f} +- {r[prefix + '_std']:.3f}" if prefix + "_mean" in r else "missing")
-        rows2.append([_title(r["task"]), acc("mlp_before"), acc("mlp_after"),
-                      "**fell**" if r.get("fell") else ("" if "fell" in r else "n/a"),
-                      r.get("head_test_accuracy"), r.get("sim_before"), r.get("sim_after")])
-    md.append(_md_table(["task", "MLP before", "MLP after", "flag", "head acc", "sim before", "sim after"], rows2))
-    _write_csv(d / "tables" / "table2_performance.csv",
-               ["task", "mlp_before_mean", "mlp_before_std", "mlp_after_mean", "mlp_after_std", "fell",
-                "head_test_accuracy", "sim_before", "sim_after"],
-               [[r["task"], r.get("mlp_before_mean"), r.get("mlp_before_std"), r.get("mlp_after_mean"),
-                 r.get("mlp_after_std"), r.get("fell"), r.get("head_test_accuracy"), r.get("sim_before"),
-                 r.get("sim_after")] for r in perf])
+            return (
+                f"{r[prefix + '_mean']:.3f} +- {r[prefix + '_std']:.3f}"
+                if prefix + "_mean" in r
+                else "missing"
+            )
+
+        rows2.append(
+            [
+                _title(r["task"]),
+                acc("mlp_before"),
+                acc("mlp_after"),
+                "**fell**" if r.get("fell") else ("" if "fell" in r else "n/a"),
+                r.get("head_test_accuracy"),
+                r.get("sim_before"),
+                r.get("sim_after"),
+            ]
+        )
+    md.append(
+        _md_table(
+            ["task", "MLP before", "MLP after", "flag", "head acc", "sim before", "sim after"],
+            rows2,
+        )
+    )
+    _write_csv(
+        d / "tables" / "table2_performance.csv",
+        [
+            "task",
+            "mlp_before_mean",
+            "mlp_before_std",
+            "mlp_after_mean",
+            "mlp_after_std",
+            "fell",
+            "head_test_accuracy",
+            "sim_before",
+            "sim_after",
+        ],
+        [
+            [
+                r["task"],
+                r.get("mlp_before_mean"),
+                r.get("mlp_before_std"),
+                r.get("mlp_after_mean"),
+                r.get("mlp_after_std"),
+                r.get("fell"),
+                r.get("head_test_accuracy"),
+                r.get("sim_before"),
+                r.get("sim_after"),
+            ]
+            for r in perf
+        ],
+    )
     md += ["", *[f"- {s}" for s in found["performance"]], ""]
     for t in tasks:
         for k in (f"mlp_{t}_before", f"mlp_{t}_after", f"finetune_{t}"):
@@ -531,37 +668,66 @@ def build_report(study_dir: str | Path) -> Path:
     md.append("## Linearity: DirectProbe clusters per layer (Tables 3-4)\n")
     if clusters:
         n_layers = max(len(r["n_clusters"]) for r in clusters)
-        md.append(_md_table(["task", "stage", "labels", "points"] + [f"L{k}" for k in range(n_layers)],
-                            [[_title(r["task"]), r["stage"], str(r["n_labels"]), str(r["n_points"])]
-                             + [str(c) for c in r["n_clusters"]] for r in clusters]))
-        _write_csv(d / "tables" / "table3_clusters.csv",
-                   ["task", "stage", "n_labels", "n_points"] + [f"layer{k}" for k in range(n_layers)],
-                   [[r["task"], r["stage"], r["n_labels"], r["n_points"]] + r["n_clusters"] for r in clusters])
+        md.append(
+            _md_table(
+                ["task", "stage", "labels", "points"] + [f"L{k}" for k in range(n_layers)],
+                [
+                    [_title(r["task"]), r["stage"], str(r["n_labels"]), str(r["n_points"])]
+                    + [str(c) for c in r["n_clusters"]]
+                    for r in clusters
+                ],
+            )
+        )
+        _write_csv(
+            d / "tables" / "table3_clusters.csv",
+            ["task", "stage", "n_labels", "n_points"] + [f"layer{k}" for k in range(n_layers)],
+            [
+                [r["task"], r["stage"], r["n_labels"], r["n_points"]] + r["n_clusters"]
+                for r in clusters
+            ],
+        )
         md += ["", *[f"- {s}" for s in found["linearity"]], ""]
     else:
         md.append("No clustering unit has finished yet.\n")
-    missing += [f"clusters_{t}_{s}" for t in tasks for s in ("before", "after") if f"clusters_{t}_{s}" not in units]
+    missing += [
+        f"clusters_{t}_{s}"
+        for t in tasks
+        for s in ("before", "after")
+        if f"clusters_{t}_{s}" not in units
+    ]
 
     # ---- Figure 2
     md.append("## Label dynamics on the last layer (Figure 2)\n")
     if dynamics:
-        fig, axes = plt.subplots(1, len(dynamics), figsize=(4.2 * len(dynamics), 3.4), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(dynamics), figsize=(4.2 * len(dynamics), 3.4), squeeze=False
+        )
         rows_dyn = []
         for ax, (t, dyn) in zip(axes[0], dynamics.items()):
             for i, lab in enumerate(dyn["labels"]):
                 hi = lab in dyn["most"] or lab in dyn["least"]
-                ax.plot(dyn["steps"], dyn["by_step"][:, i], color=("C3" if lab in dyn["most"] else "C0") if hi else "0.85",
-                        lw=1.8 if hi else 0.8, label=lab if hi else None, zorder=3 if hi else 1)
+                ax.plot(
+                    dyn["steps"],
+                    dyn["by_step"][:, i],
+                    color=("C3" if lab in dyn["most"] else "C0") if hi else "0.85",
+                    lw=1.8 if hi else 0.8,
+                    label=lab if hi else None,
+                    zorder=3 if hi else 1,
+                )
                 rows_dyn += [[t, lab, s, v] for s, v in zip(dyn["steps"], dyn["by_step"][:, i])]
             ax.set_title(_title(t))
             ax.set_xlabel("step")
             ax.set_ylabel("min distance to other labels")
             ax.legend(fontsize=7)
-            md.append(f"- {_title(t)}: the minimum distance grew for {dyn['n_grew']} of {len(dyn['labels'])} labels; "
-                      f"most gain: {', '.join(f'{l} ({g:+.3f})' for l, g in ((l, dyn['gain'][dyn['labels'].index(l)]) for l in dyn['most']))}; "
-                      f"least: {', '.join(f'{l} ({g:+.3f})' for l, g in ((l, dyn['gain'][dyn['labels'].index(l)]) for l in dyn['least']))}.")
+            md.append(
+                f"- {_title(t)}: the minimum distance grew for {dyn['n_grew']} of "
+                f"{len(dyn['labels'])} labels; most gain: {_gains(dyn, dyn['most'])}; "
+                f"least: {_gains(dyn, dyn['least'])}."
+            )
         _savefig(fig, d / "figures" / "fig2_label_dynamics.png")
-        _write_csv(d / "tables" / "label_dynamics.csv", ["task", "label", "step", "min_distance"], rows_dyn)
+        _write_csv(
+            d / "tables" / "label_dynamics.csv", ["task", "label", "step", "min_distance"], rows_dyn
+        )
         md.append("\n![label dynamics](figures/fig2_label_dynamics.png)\n")
     else:
         md.append("No fine-tuning run has finished yet.\n")
@@ -592,8 +758,11 @@ def build_report(study_dir: str | Path) -> Path:
                 ax.legend(fontsize=7)
                 fig3[f"layer{layer}"] = xy
             _savefig(fig, d / "figures" / "fig3_centroid_paths.png")
-            md.append(f"The three {_title(fig3_task)} labels with the smallest summed pairwise distance at step 0 "
-                      f"(last layer): {', '.join(triple)}.\n\n![centroid paths](figures/fig3_centroid_paths.png)\n")
+            md.append(
+                f"The three {_title(fig3_task)} labels with the smallest summed pairwise "
+                f"distance at step 0 (last layer): {', '.join(triple)}.\n\n"
+                "![centroid paths](figures/fig3_centroid_paths.png)\n"
+            )
             fig3["labels"] = list(triple)
             fig3["task"] = fig3_task
     if not fig3:
@@ -602,15 +771,53 @@ def build_report(study_dir: str | Path) -> Path:
     # ---- Table 5
     md.append("## Cross-task fine-tuning: PS-fxn (Table 5)\n")
     if cross:
-        md.append(_md_table(["model fine-tuned on", "labels grew", "labels shrank", "mean change", "PS-fxn MLP acc"],
-                            [[_title(r["source"]), str(len(r.get("grew", []))) if "grew" in r else "-",
-                              str(len(r.get("shrank", []))) if "shrank" in r else "-", r.get("mean_change"),
-                              f"{r['mlp_mean']:.3f} +- {r['mlp_std']:.3f}"] for r in cross]))
-        _write_csv(d / "tables" / "table5_cross_task.csv",
-                   ["source", "n_grew", "n_shrank", "mean_change", "mlp_mean", "mlp_std", "grew", "shrank"],
-                   [[r["source"], len(r.get("grew", [])), len(r.get("shrank", [])), r.get("mean_change"),
-                     r["mlp_mean"], r["mlp_std"], " ".join(r.get("grew", [])), " ".join(r.get("shrank", []))]
-                    for r in cross])
+        md.append(
+            _md_table(
+                [
+                    "model fine-tuned on",
+                    "labels grew",
+                    "labels shrank",
+                    "mean change",
+                    "PS-fxn MLP acc",
+                ],
+                [
+                    [
+                        _title(r["source"]),
+                        str(len(r.get("grew", []))) if "grew" in r else "-",
+                        str(len(r.get("shrank", []))) if "shrank" in r else "-",
+                        r.get("mean_change"),
+                        f"{r['mlp_mean']:.3f} +- {r['mlp_std']:.3f}",
+                    ]
+                    for r in cross
+                ],
+            )
+        )
+        _write_csv(
+            d / "tables" / "table5_cross_task.csv",
+            [
+                "source",
+                "n_grew",
+                "n_shrank",
+                "mean_change",
+                "mlp_mean",
+                "mlp_std",
+                "grew",
+                "shrank",
+            ],
+            [
+                [
+                    r["source"],
+                    len(r.get("grew", [])),
+                    len(r.get("shrank", [])),
+                    r.get("mean_change"),
+                    r["mlp_mean"],
+                    r["mlp_std"],
+                    " ".join(r.get("grew", [])),
+                    " ".join(r.get("shrank", [])),
+                ]
+                for r in cross
+            ],
+        )
         md += ["", *[f"- {s}" for s in found["cross"]], ""]
     else:
         md.append("Not available: needs ps-fxn in --tasks (and ps-role / pos for their rows).\n")
@@ -618,21 +825,36 @@ def build_report(study_dir: str | Path) -> Path:
     # ---- Figure 4
     md.append("## Layer behaviour: similarity to step 0 (Figure 4)\n")
     if layer_sim:
-        fig, axes = plt.subplots(1, len(layer_sim), figsize=(4.2 * len(layer_sim), 3.4), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(layer_sim), figsize=(4.2 * len(layer_sim), 3.4), squeeze=False
+        )
         rows4 = []
         for ax, (t, m) in zip(axes[0], layer_sim.items()):
             steps = geos[t].steps
             for layer in range(m.shape[0]):
-                ax.plot(steps, m[layer], "-o", ms=2, color=plt.cm.viridis(layer / max(1, m.shape[0] - 1)),
-                        label=f"L{layer}")
+                ax.plot(
+                    steps,
+                    m[layer],
+                    "-o",
+                    ms=2,
+                    color=plt.cm.viridis(layer / max(1, m.shape[0] - 1)),
+                    label=f"L{layer}",
+                )
                 rows4 += [[t, layer, s, v] for s, v in zip(steps, m[layer])]
             ax.set_title(_title(t))
             ax.set_xlabel("step")
             ax.set_ylabel("Pearson r vs step 0")
             ax.legend(fontsize=6, ncol=2)
         _savefig(fig, d / "figures" / "fig4_layer_similarity.png")
-        _write_csv(d / "tables" / "layer_similarity.csv", ["task", "layer", "step", "pearson_r"], rows4)
-        md += [*[f"- {s}" for s in found["layers"]], "", "![layer similarity](figures/fig4_layer_similarity.png)", ""]
+        _write_csv(
+            d / "tables" / "layer_similarity.csv", ["task", "layer", "step", "pearson_r"], rows4
+        )
+        md += [
+            *[f"- {s}" for s in found["layers"]],
+            "",
+            "![layer similarity](figures/fig4_layer_similarity.png)",
+            "",
+        ]
     else:
         md.append("No fine-tuning run has finished yet.\n")
 
@@ -663,22 +885,30 @@ def build_report(study_dir: str | Path) -> Path:
             ax.set_ylim(-half * 1.05, half * 1.05)
             ax.set_title(f"L{layer}", fontsize=8)
             ax.tick_params(labelsize=6)
-        fig.suptitle(f"{_title(t)}: centroid displacement (after - before), 2-D PCA per layer, one scale", y=1.06)
+        fig.suptitle(
+            f"{_title(t)}: centroid displacement (after - before), 2-D PCA per layer, one scale",
+            y=1.06,
+        )
         _savefig(fig, d / "figures" / f"fig5_displacement_{t}.png")
         fig5[t] = {"mean_displacement_per_layer": norms, "half_width": half}
         grow = all(norms[k] <= norms[k + 1] for k in range(len(norms) - 1))
-        md.append(f"- {_title(t)}: mean centroid displacement per layer "
-                  f"{', '.join(f'L{k} {v:.3f}' for k, v in enumerate(norms))}"
-                  f" ({'grows with depth at every layer' if grow else 'not monotone in depth'}); "
-                  f"largest at layer {int(np.argmax(norms))}. ![](figures/fig5_displacement_{t}.png)")
+        md.append(
+            f"- {_title(t)}: mean centroid displacement per layer "
+            f"{', '.join(f'L{k} {v:.3f}' for k, v in enumerate(norms))}"
+            f" ({'grows with depth at every layer' if grow else 'not monotone in depth'}); "
+            f"largest at layer {int(np.argmax(norms))}. ![](figures/fig5_displacement_{t}.png)"
+        )
     if not fig5:
         md.append("No fine-tuning run has finished yet.")
     md.append("")
 
     if missing:
         md.append("## Not computed yet\n")
-        md.append("These units have no result in this directory (run the study again to compute them): "
-                  + ", ".join(sorted(set(missing))) + ".\n")
+        md.append(
+            "These units have no result in this directory (run the study again to compute them): "
+            + ", ".join(sorted(set(missing)))
+            + ".\n"
+        )
 
     results = {
         "plan": plan,
@@ -687,7 +917,9 @@ def build_report(study_dir: str | Path) -> Path:
         "cross_task": cross,
         "label_dynamics": {t: {k: v for k, v in dyn.items()} for t, dyn in dynamics.items()},
         "centroid_paths": fig3,
-        "layer_similarity": {t: {"steps": list(geos[t].steps), "r": m} for t, m in layer_sim.items()},
+        "layer_similarity": {
+            t: {"steps": list(geos[t].steps), "r": m} for t, m in layer_sim.items()
+        },
         "displacement": fig5,
         "findings": found,
         "stage_seconds": stage_secs,

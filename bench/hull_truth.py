@@ -53,9 +53,16 @@ def read_truth(cache: Path, name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--set", default="pos_train_L6", help="cached set name <task>_<split>_L<k>")
-    ap.add_argument("--cache", type=Path, default=None, help="cache folder (default $GEOMCORE_BENCH_CACHE or <repo>/cache)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder (default $GEOMCORE_BENCH_CACHE or <repo>/cache)",
+    )
     args = ap.parse_args(argv)
     cache = args.cache or default_cache()
     X, y = load_set(cache, args.set)
@@ -76,12 +83,21 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 q = qp_distance(A, B)
                 t_qp = time.perf_counter() - t
-                rec = {"a": a, "b": b, "highs_status": status, "qp_distance": q,
-                       "highs_seconds": t_lp, "qp_seconds": t_qp}
+                rec = {
+                    "a": a,
+                    "b": b,
+                    "highs_status": status,
+                    "qp_distance": q,
+                    "highs_seconds": t_lp,
+                    "qp_seconds": t_qp,
+                }
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-                print(f"{a:>6} {b:>6} highs={status} qp={q:.6g} ({t_lp:.1f}s, {t_qp:.1f}s)", flush=True)
+                print(
+                    f"{a:>6} {b:>6} highs={status} qp={q:.6g} ({t_lp:.1f}s, {t_qp:.1f}s)",
+                    flush=True,
+                )
     return 0
 
 

@@ -205,7 +205,8 @@ def test_streaming_overhead(benchmark, task, tmp_path):
         "torch_threads": torch.get_num_threads(),
         "compilation_cache": str(cache) if cache else None,
         "compilation_cache_entries_before": cache_entries,
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
+        "loadavg": (Path("/proc/loadavg").read_text().split()[:3]
+                    if Path("/proc/loadavg").exists() else None),
     }
     benchmark.extra_info.update(info)
     print(f"\nSTREAM_BENCH {json.dumps(info)}")

@@ -46,8 +46,23 @@ def probe_once(task: str, layer: int, out: Path) -> dict:
     X, y = _inputs(task, "train", layer)
     P, t = _inputs(task, "test", layer)
     t0 = time.perf_counter()
-    rc = main(["probe", "--train", str(X), "--train-labels", str(y), "--test", str(P),
-               "--test-labels", str(t), "--out", str(out), "--quiet", "--force"])
+    rc = main(
+        [
+            "probe",
+            "--train",
+            str(X),
+            "--train-labels",
+            str(y),
+            "--test",
+            str(P),
+            "--test-labels",
+            str(t),
+            "--out",
+            str(out),
+            "--quiet",
+            "--force",
+        ]
+    )
     wall = time.perf_counter() - t0
     assert rc == 0, f"geomcore probe failed on {task} L{layer}"
     res = json.loads((out / "results.json").read_text())
@@ -94,12 +109,18 @@ def _check(res: dict, out: Path, X_path: Path, y_path: Path) -> None:
 
 def _print_table(rows: list[dict]) -> None:
     print()
-    print(f"{'task':8} {'layer':>5} {'points':>7} {'labels':>6} {'clusters':>8} {'linear':>6} "
-          f"{'test':>6} {'accuracy':>8} {'wall s':>8} {'probe s':>8} {'measure s':>9} {'predict s':>9}")
+    print(
+        f"{'task':8} {'layer':>5} {'points':>7} {'labels':>6} {'clusters':>8} {'linear':>6} "
+        f"{'test':>6} {'accuracy':>8} {'wall s':>8} {'probe s':>8} {'measure s':>9} "
+        f"{'predict s':>9}"
+    )
     for r in rows:
-        print(f"{r['task']:8} {r['layer']:>5} {r['n_points']:>7} {r['n_labels']:>6} {r['n_clusters']:>8} "
-              f"{str(r['is_linear']):>6} {r['n_test']:>6} {r['accuracy']:>8.4f} {r['wall_s']:>8.1f} "
-              f"{r['probe_s']:>8.1f} {r['measures_s']:>9.1f} {r['predict_s']:>9.1f}")
+        print(
+            f"{r['task']:8} {r['layer']:>5} {r['n_points']:>7} {r['n_labels']:>6} "
+            f"{r['n_clusters']:>8} "
+            f"{str(r['is_linear']):>6} {r['n_test']:>6} {r['accuracy']:>8.4f} {r['wall_s']:>8.1f} "
+            f"{r['probe_s']:>8.1f} {r['measures_s']:>9.1f} {r['predict_s']:>9.1f}"
+        )
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -108,7 +129,9 @@ def test_probe_one_layer(benchmark, task, tmp_path):
     _inputs(task, "train", layer)  # fail early, with the command, if the cache is missing
     _inputs(task, "test", layer)
     rows = []
-    benchmark.pedantic(lambda: rows.append(probe_once(task, layer, tmp_path / "out")), rounds=1, iterations=1)
+    benchmark.pedantic(
+        lambda: rows.append(probe_once(task, layer, tmp_path / "out")), rounds=1, iterations=1
+    )
     benchmark.extra_info.update(rows[-1])
     _print_table(rows)
 

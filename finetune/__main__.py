@@ -143,7 +143,8 @@ def _add_study_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="study directory (created if missing)")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"installed model package, local folder or cached HF name (default: {DEFAULT_MODEL})")
+                   help="installed model package, local folder or cached HF name "
+                        f"(default: {DEFAULT_MODEL})")
     p.add_argument("--tasks", default=",".join(ALL_TASKS),
                    help=f"comma-separated tasks (default: {','.join(ALL_TASKS)})")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),

@@ -103,7 +103,13 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         _nonnegative_int("probe_every", self.probe_every)
         _nonnegative_int("save_every", self.save_every)
-        for name in ("epochs", "max_steps", "max_train_examples", "max_test_examples", "max_length"):
+        for name in (
+            "epochs",
+            "max_steps",
+            "max_train_examples",
+            "max_test_examples",
+            "max_length",
+        ):
             value = getattr(self, name)
             if value is not None:
                 _positive_int(name, value)

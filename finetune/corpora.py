@@ -58,8 +58,10 @@ def load_manifest(path: str | os.PathLike | None = None) -> list[dict[str, Any]]
     path = Path(path) if path is not None else MANIFEST
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("schema_version") != 1:
-        raise ValueError(f"manifest {path} has schema_version {data.get('schema_version')!r}; "
-                         "this finetune reads 1")
+        raise ValueError(
+            f"manifest {path} has schema_version {data.get('schema_version')!r}; "
+            "this finetune reads 1"
+        )
     return data["corpora"]
 
 
@@ -69,7 +71,9 @@ def _files(corpora: list[dict[str, Any]]):
             yield c, f, f"{c['folder']}/{f['name']}"
 
 
-def check(data_dir: str | os.PathLike, corpora: list[dict[str, Any]] | None = None) -> list[Problem]:
+def check(
+    data_dir: str | os.PathLike, corpora: list[dict[str, Any]] | None = None
+) -> list[Problem]:
     """Every expected file of ``data_dir`` that is missing or whose SHA-256 differs."""
     root = Path(data_dir)
     if not root.is_dir():
@@ -83,9 +87,14 @@ def check(data_dir: str | os.PathLike, corpora: list[dict[str, Any]] | None = No
             continue
         digest = file_sha256(path)
         if digest != f["sha256"]:
-            problems.append(Problem(rel, "different",
-                                    f"sha256 {digest}, expected {f['sha256']}; "
-                                    f"{path.stat().st_size} bytes, expected {f['bytes']}"))
+            problems.append(
+                Problem(
+                    rel,
+                    "different",
+                    f"sha256 {digest}, expected {f['sha256']}; "
+                    f"{path.stat().st_size} bytes, expected {f['bytes']}",
+                )
+            )
     return problems
 
 
@@ -149,8 +158,11 @@ def fetch(
 
 def register(subparsers) -> None:
     """Add ``finetune data check|fetch``."""
-    p = subparsers.add_parser("data", help="check or fetch the corpora of a --data-dir",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "data",
+        help="check or fetch the corpora of a --data-dir",
+        description=__doc__.split("\n\n")[0],
+    )
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
     c = sub.add_parser("check", help="verify every expected file by name and SHA-256")
@@ -158,9 +170,12 @@ def register(subparsers) -> None:
     c.set_defaults(func=_run_check)
     f = sub.add_parser("fetch", help="download missing or different files from their sources")
     f.add_argument("dir", type=Path, help="the data folder to fill (created if missing)")
-    f.add_argument("--base-url", default=None,
-                   help=f"a mirror laid out as URL/<folder>/<file> (default: ${ENV_BASE_URL}, "
-                        "else each corpus's pinned upstream source)")
+    f.add_argument(
+        "--base-url",
+        default=None,
+        help=f"a mirror laid out as URL/<folder>/<file> (default: ${ENV_BASE_URL}, "
+        "else each corpus's pinned upstream source)",
+    )
     f.set_defaults(func=_run_fetch)
 
 
@@ -171,11 +186,15 @@ def _run_check(args) -> int:
         print(p)
     n = sum(len(c["files"]) for c in corpora)
     if problems:
-        print(f"{len(problems)} of {n} expected files are missing or different in {args.dir}; "
-              f"`finetune data fetch {args.dir}` downloads them")
+        print(
+            f"{len(problems)} of {n} expected files are missing or different in {args.dir}; "
+            f"`finetune data fetch {args.dir}` downloads them"
+        )
         return 1
-    print(f"all {n} expected files of {len(corpora)} corpora are present in {args.dir}, "
-          "SHA-256 verified")
+    print(
+        f"all {n} expected files of {len(corpora)} corpora are present in {args.dir}, "
+        "SHA-256 verified"
+    )
     return 0
 
 

@@ -26,7 +26,9 @@ __all__ = ["KINDS", "TaskHead", "TaskModel", "example_features"]
 KINDS = ("token", "pair", "sentence")
 
 
-def example_features(hidden: torch.Tensor, enc: Encoded, rows: torch.Tensor, kind: str) -> torch.Tensor:
+def example_features(
+    hidden: torch.Tensor, enc: Encoded, rows: torch.Tensor, kind: str
+) -> torch.Tensor:
     """Per-example vectors from the last hidden layer of an encoded batch.
 
     Args:

@@ -55,7 +55,9 @@ import numpy as np
 
 from geomcore.io import write_json
 
-__all__ = ["Preset", "PRESETS", "StudyPlan", "run_study", "unit_names", "CROSS_TARGET", "CROSS_SOURCES"]
+__all__ = [
+    "Preset", "PRESETS", "StudyPlan", "run_study", "unit_names", "CROSS_TARGET", "CROSS_SOURCES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +270,8 @@ def _mlp_record(res: Any) -> dict[str, Any]:
         "mean": float(res.mean),
         "std": float(res.std),
         "accuracies": [float(a) for a in np.asarray(res.accuracies)],
-        "config": {"hidden": [int(h) for h in res.config.hidden_sizes], "alpha": float(res.config.alpha)},
+        "config": {"hidden": [int(h) for h in res.config.hidden_sizes],
+                   "alpha": float(res.config.alpha)},
     }
 
 
@@ -318,7 +321,8 @@ class StudyRunner:
             from finetune.train import slice_task
 
             p = self.plan.preset
-            train = slice_task(load_task(task, "train", self.data_dir), p.max_train_examples.get(task))
+            train = slice_task(load_task(task, "train", self.data_dir),
+                               p.max_train_examples.get(task))
             test = slice_task(load_task(task, "test", self.data_dir), p.max_test_examples.get(task))
             self._data[task] = (train, test)
         return self._data[task]
@@ -412,9 +416,11 @@ class StudyRunner:
                         if line.strip()})
         return {
             "unit": "finetune", "task": task, "model": self.plan.model,
-            "total_steps": int(res.total_steps), "steps_run": int(res.step), "epochs": int(res.epochs),
+            "total_steps": int(res.total_steps), "steps_run": int(res.step),
+            "epochs": int(res.epochs),
             "probe_every": probe_every, "probe_steps": steps,
-            "n_train_examples": int(train.n_examples), "n_test_examples": int(self.data(task)[1].n_examples),
+            "n_train_examples": int(train.n_examples),
+            "n_test_examples": int(self.data(task)[1].n_examples),
             "head_test_accuracy": res.test_accuracy, "head_train_accuracy": res.train_accuracy,
             "train_sentences_per_second": float(res.train_sentences_per_second),
             "probe_fraction": float(res.probe_fraction), "run_dir": f"runs/{task}",
@@ -450,7 +456,8 @@ class StudyRunner:
                 emb = self.embeddings(self.base_model(), task, all_layers=True)
                 self.units.run(f"mlp_{task}_before", lambda: self._mlp(task, "before", emb))
                 bar.update(1)
-                self.units.run(f"clusters_{task}_before", lambda: self._clusters(task, "before", emb))
+                self.units.run(f"clusters_{task}_before",
+                               lambda: self._clusters(task, "before", emb))
                 bar.update(1)
                 del emb
             self.units.run(f"finetune_{task}", lambda: self._finetune(task))

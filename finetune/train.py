@@ -242,11 +242,14 @@ def _load_warm(out_dir: Path) -> dict:
     try:
         # Our own file, written by _save_warm.
         state = pickle.loads(path.read_bytes())
-        return {key: LabelDistances(labels, None, None, None, supports)
-                for key, (labels, supports) in state.items()}
+        return {
+            key: LabelDistances(labels, None, None, None, supports)
+            for key, (labels, supports) in state.items()
+        }
     except Exception as exc:
-        raise ValueError(f"{path} could not be read ({exc}); delete it to start the next "
-                         "probe's solver cold.") from exc
+        raise ValueError(
+            f"{path} could not be read ({exc}); delete it to start the next probe's solver cold."
+        ) from exc
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -324,8 +327,12 @@ def train(config: TrainConfig) -> TrainResult:
     from finetune.tasks import check_task, load_task
 
     check_task(config.task)
-    train_data = slice_task(load_task(config.task, "train", config.data_dir), config.max_train_examples)
-    test_data = slice_task(load_task(config.task, "test", config.data_dir), config.max_test_examples)
+    train_data = slice_task(
+        load_task(config.task, "train", config.data_dir), config.max_train_examples
+    )
+    test_data = slice_task(
+        load_task(config.task, "test", config.data_dir), config.max_test_examples
+    )
     backbone, tokenizer = load_encoder(config.model)
     return fit(backbone, tokenizer, train_data, test_data, config)
 
@@ -375,7 +382,9 @@ def fit(
     torch.manual_seed(config.seed)
     head = TaskHead(kind, bcfg.hidden_size, labels.n_train)
     model = TaskModel(backbone, head).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(total_steps, config.warmup_ratio)
     )
@@ -429,8 +438,13 @@ def fit(
     logger.info(
         "Task %s: %d train examples in %d sentences, %d test examples, %d labels; "
         "%d epochs x %d steps",
-        train_data.name, train_data.n_examples, n_sent, test_data.n_examples,
-        len(labels.names), epochs, steps_per_epoch,
+        train_data.name,
+        train_data.n_examples,
+        n_sent,
+        test_data.n_examples,
+        len(labels.names),
+        epochs,
+        steps_per_epoch,
     )
 
     last = {"test_accuracy": None, "train_accuracy": None}
@@ -458,10 +472,20 @@ def fit(
         accs = {}
         for data, ids in ((train_data, labels.train_ids), (test_data, labels.test_ids)):
             out = probe_split(
-                model.backbone, tokenizer, data, ids, labels.names, geo_log,
-                step=at_step, epoch=epoch, batch_size=config.batch_size,
-                directprobe=config.directprobe, device=device, progress=config.progress,
-                geometry=config.geometry, warm=warm,
+                model.backbone,
+                tokenizer,
+                data,
+                ids,
+                labels.names,
+                geo_log,
+                step=at_step,
+                epoch=epoch,
+                batch_size=config.batch_size,
+                directprobe=config.directprobe,
+                device=device,
+                progress=config.progress,
+                geometry=config.geometry,
+                warm=warm,
             )
             if out.records:  # this probe solved pairs: their supports changed
                 _save_warm(out_dir, warm)
@@ -512,8 +536,12 @@ def fit(
     if step == 0:
         probe(0, 0)
     stop = total_steps if config.max_steps is None else min(total_steps, config.max_steps)
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {train_data.name}",
-               disable=not config.progress)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"train {train_data.name}",
+        disable=not config.progress,
+    )
     while step < stop:
         epoch, pos = divmod(step, steps_per_epoch)
         if pos == 0 or order is None:  # a checkpoint mid-epoch carries its order
@@ -568,7 +596,9 @@ def fit(
         wall_seconds=acct["wall"],
         probe_seconds=acct["probe"],
         train_seconds=acct["train"],
-        train_sentences_per_second=acct["train_sentences"] / acct["train"] if acct["train"] else 0.0,
+        train_sentences_per_second=acct["train_sentences"] / acct["train"]
+        if acct["train"]
+        else 0.0,
         out_dir=out_dir,
     )
     if completed and not already_done:

@@ -12,7 +12,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "as_points", "as_labels", "as_groups", "check_finite", "check_same_width",
+    "as_points",
+    "as_labels",
+    "as_groups",
+    "check_finite",
+    "check_same_width",
     "check_tolerances",
 ]
 
@@ -109,8 +113,7 @@ def as_points(
         )
     if arr.shape[0] < min_rows:
         raise ValueError(
-            f"`{name}` has {arr.shape[0]} rows (shape={arr.shape}); at least {min_rows} "
-            "required."
+            f"`{name}` has {arr.shape[0]} rows (shape={arr.shape}); at least {min_rows} required."
         )
     if arr.shape[1] < 1:
         raise ValueError(f"`{name}` has no columns (shape={arr.shape}); at least 1 required.")
@@ -128,7 +131,10 @@ def as_labels(y: Any, n: int, name: str = "labels", *, points_name: str = "X") -
     """Validate a 1-D label vector of length n (any hashable values: ints or strings)."""
     arr = _to_numpy(y, name) if not isinstance(y, (list, tuple)) else np.asarray(y)
     if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D with one label per row of `{points_name}`; got shape {arr.shape}.")
+        raise ValueError(
+            f"`{name}` must be 1-D with one label per row of `{points_name}`; "
+            f"got shape {arr.shape}."
+        )
     if arr.shape[0] != n:
         raise ValueError(
             f"`{name}` has {arr.shape[0]} entries but `{points_name}` has {n} rows; "
@@ -143,14 +149,21 @@ def as_groups(g: Any, n: int, name: str = "groups", *, points_name: str = "X") -
     """Validate integer group (cluster) ids, one per point."""
     arr = _to_numpy(g, name)
     if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D with one id per row of `{points_name}`; got shape {arr.shape}.")
+        raise ValueError(
+            f"`{name}` must be 1-D with one id per row of `{points_name}`; got shape {arr.shape}."
+        )
     if arr.shape[0] != n:
         raise ValueError(
             f"`{name}` has {arr.shape[0]} entries but `{points_name}` has {n} rows; "
             "there must be exactly one group id per point."
         )
     if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        if (
+            arr.dtype.kind == "f"
+            and arr.size
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
             arr = arr.astype(np.int64)
         else:
             raise TypeError(f"`{name}` must hold integer cluster ids; got dtype {arr.dtype}.")

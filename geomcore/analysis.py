@@ -177,7 +177,8 @@ def _check_clustering(
     cluster_label = np.asarray(cluster_label)
     if cluster_label.ndim != 1:
         raise ValueError(
-            f"`cluster_label` must be 1-D (one label index per cluster); got shape {cluster_label.shape}."
+            "`cluster_label` must be 1-D (one label index per cluster); "
+            f"got shape {cluster_label.shape}."
         )
     if cluster_label.dtype.kind not in "iu":
         raise TypeError(
@@ -188,7 +189,8 @@ def _check_clustering(
     if n and (cluster_of.min() < 0 or cluster_of.max() >= k):
         bad = int(np.flatnonzero((cluster_of < 0) | (cluster_of >= k))[0])
         raise ValueError(
-            f"`cluster_of` has cluster id {int(cluster_of[bad])} at index {bad}, but `cluster_label` "
+            f"`cluster_of` has cluster id {int(cluster_of[bad])} at index {bad}, "
+            "but `cluster_label` "
             f"describes {k} clusters (ids 0..{k - 1})."
         )
     if k and np.bincount(cluster_of, minlength=k).min() == 0:
@@ -359,7 +361,8 @@ def pearson_r(x: Any, y: Any) -> float:
     for v, name in ((x, "first"), (y, "second")):
         if not np.all(np.isfinite(v)):
             raise ValueError(
-                f"the {name} vector holds NaN or inf at index {int(np.flatnonzero(~np.isfinite(v))[0])}."
+                f"the {name} vector holds NaN or inf at index "
+                f"{int(np.flatnonzero(~np.isfinite(v))[0])}."
             )
     xc = x - x.mean()
     yc = y - y.mean()
@@ -406,7 +409,10 @@ def spatial_similarity(a: DistanceVector, b: DistanceVector) -> Similarity:
     r = pearson_r(xa, xb)
     if only_a or only_b:
         logger.info(
-            "similarity over %d shared pairs; dropped %d + %d", len(shared), len(only_a), len(only_b)
+            "similarity over %d shared pairs; dropped %d + %d",
+            len(shared),
+            len(only_a),
+            len(only_b),
         )
     return Similarity(r=r, n_shared=len(shared), shared=tuple(shared), only_a=only_a, only_b=only_b)
 

@@ -127,11 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``geomcore`` command."""
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="geomcore", description=MAIN_DESC, formatter_class=fmt)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress details to stderr"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add_common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--train", required=True, metavar="VECTORS", help="training vectors (.npy, .npz[:KEY] or text)")
+        p.add_argument(
+            "--train",
+            required=True,
+            metavar="VECTORS",
+            help="training vectors (.npy, .npz[:KEY] or text)",
+        )
         p.add_argument(
             "--train-labels",
             required=True,
@@ -163,10 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     add_common(p)
-    p.add_argument("--test", metavar="VECTORS", help="test vectors to predict (needs --test-labels)")
-    p.add_argument("--test-labels", metavar="LABELS", help="gold labels of the test vectors (needs --test)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--force", action="store_true", help="recompute even if DIR already holds a finished run")
+    p.add_argument(
+        "--test", metavar="VECTORS", help="test vectors to predict (needs --test-labels)"
+    )
+    p.add_argument(
+        "--test-labels", metavar="LABELS", help="gold labels of the test vectors (needs --test)"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output directory (created if missing)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="recompute even if DIR already holds a finished run"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_cmd_probe)
 
@@ -177,7 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     add_common(p)
-    p.add_argument("--out", metavar="FILE", help="write FILE.json or FILE.csv instead of printing the table")
+    p.add_argument(
+        "--out", metavar="FILE", help="write FILE.json or FILE.csv instead of printing the table"
+    )
+    p.add_argument(
+        "--path",
+        choices=("auto", "host", "device"),
+        default="auto",
+        help="engine path: host (exact active-set solves, the default on CPU) or device "
+        "(batched JAX iteration, the default on accelerators)",
+    )
     p.set_defaults(func=_cmd_distances)
 
     p = sub.add_parser(
@@ -200,7 +224,11 @@ def _load_xy(
 ) -> tuple[np.ndarray, np.ndarray]:
     X = gio.read_embeddings(vec_path, name=f"--{role}")
     if X.shape[0] == 0:
-        hint = "give a non-empty test set or omit --test" if role == "test" else "it needs at least one vector"
+        hint = (
+            "give a non-empty test set or omit --test"
+            if role == "test"
+            else "it needs at least one vector"
+        )
         raise UsageError(f"--{role} {vec_path} has no vectors; {hint}.")
     y = gio.read_labels(lab_path, name=f"--{role}-labels")
     if y.shape[0] != X.shape[0]:
@@ -285,7 +313,11 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
             old = {}
         if _same_run(old, inputs, settings):
             if not args.quiet:
-                print(f"{results_path} is already finished for these inputs; nothing to do (use --force to recompute).", file=out)
+                print(
+                    f"{results_path} is already finished for these inputs; nothing to do "
+                    "(use --force to recompute).",
+                    file=out,
+                )
             return 0
         raise UsageError(
             f"--out {out_dir} already holds the results of a different run (other input "
@@ -329,11 +361,13 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
 
     test_block = None
     if P is not None:
-        phd = point_hull_distances(P, probe.X, probe.cluster_of, tol=args.tol, rtol=args.rtol,
-                                   progress=not args.quiet)
+        phd = point_hull_distances(
+            P, probe.X, probe.cluster_of, tol=args.tol, rtol=args.rtol, progress=not args.quiet
+        )
         if not np.array_equal(np.asarray(phd.groups), np.arange(probe.n_clusters)):
             raise RuntimeError(
-                f"point_hull_distances returned clusters {phd.groups}; expected 0..{probe.n_clusters - 1}."
+                f"point_hull_distances returned clusters {phd.groups}; "
+                f"expected 0..{probe.n_clusters - 1}."
             )
         ranked, dists = rank_clusters(np.asarray(phd.distances, dtype=np.float64))
         ranked = np.asarray(ranked)
@@ -429,9 +463,16 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
             file=out,
         )
         if len(conflicts):
-            print(f"note: {len(conflicts)} pairs of identical training vectors have different labels.", file=out)
+            print(
+                f"note: {len(conflicts)} pairs of identical training vectors have different "
+                "labels.",
+                file=out,
+            )
         if test_block is not None:
-            print(f"test accuracy {test_block['accuracy']:.4f} on {test_block['n_points']} points", file=out)
+            print(
+                f"test accuracy {test_block['accuracy']:.4f} on {test_block['n_points']} points",
+                file=out,
+            )
             if test_block["n_unseen"]:
                 names = ", ".join(sorted(test_block["unseen_test_labels"]))
                 print(
@@ -440,8 +481,12 @@ def run_probe(args: argparse.Namespace, out: Any = None) -> int:
                     f"({names}); they were predicted anyway and count as wrong.",
                     file=out,
                 )
-        print(f"wrote {out_dir}/{{{CLUSTERS},{DIS},{PREDICTION + ',' if P is not None else ''}{RESULTS}}} "
-              f"in {t_end - t_start:.1f} s", file=out)
+        print(
+            f"wrote {out_dir}/{{{CLUSTERS},{DIS},"
+            f"{PREDICTION + ',' if P is not None else ''}{RESULTS}}} "
+            f"in {t_end - t_start:.1f} s",
+            file=out,
+        )
     return 0
 
 
@@ -483,11 +528,27 @@ class _Clustering:
 
 
 def _save_checkpoint(path: Path, c: _Clustering, inputs: dict, settings: dict) -> None:
-    meta = json.dumps(gio.to_jsonable({"inputs": inputs, "settings": settings, "n_merges": c.n_merges,
-                                       "n_checks": c.n_checks, "stats": c.stats}))
+    meta = json.dumps(
+        gio.to_jsonable(
+            {
+                "inputs": inputs,
+                "settings": settings,
+                "n_merges": c.n_merges,
+                "n_checks": c.n_checks,
+                "stats": c.stats,
+            }
+        )
+    )
     with gio.atomic_open(path, "wb") as f:
-        np.savez(f, labels=c.labels, y=c.y, cluster_of=c.cluster_of, cluster_label=c.cluster_label,
-                 conflicts=c.conflicts, meta=np.asarray(meta))
+        np.savez(
+            f,
+            labels=c.labels,
+            y=c.y,
+            cluster_of=c.cluster_of,
+            cluster_label=c.cluster_label,
+            conflicts=c.conflicts,
+            meta=np.asarray(meta),
+        )
 
 
 def _load_checkpoint(path: Path, X: np.ndarray, inputs: dict, settings: dict) -> _Clustering | None:
@@ -501,6 +562,7 @@ def _load_checkpoint(path: Path, X: np.ndarray, inputs: dict, settings: dict) ->
     except Exception as exc:  # a damaged checkpoint is only a lost shortcut
         logger.warning("ignoring unreadable checkpoint %s (%s)", path, exc)
         return None
+
     def digests(rec: dict) -> dict:
         return {k: v.get("sha256") for k, v in rec.items()}
 
@@ -544,7 +606,7 @@ def _cmd_distances(args: argparse.Namespace) -> int:
     label_set = gio.read_label_set(args.label_set) if args.label_set else None
     t0 = time.perf_counter()
     X, y = _load_xy(args.train, args.train_labels, "train", label_set)
-    ld = label_distances(X, y, tol=args.tol, rtol=args.rtol)
+    ld = label_distances(X, y, tol=args.tol, rtol=args.rtol, path=args.path)
     labels = np.asarray(ld.labels).tolist()
     matrix = np.asarray(ld.matrix, dtype=np.float64)
     separable = np.asarray(ld.separable, dtype=bool)
@@ -557,7 +619,10 @@ def _cmd_distances(args: argparse.Namespace) -> int:
         width = max([len(str(v)) for v in labels] + [8])
         print(" " * width + "".join(f" {str(v):>{width}}" for v in labels))
         for i, v in enumerate(labels):
-            print(f"{str(v):>{width}}" + "".join(f" {matrix[i, j]:>{width}.4f}" for j in range(len(labels))))
+            print(
+                f"{str(v):>{width}}"
+                + "".join(f" {matrix[i, j]:>{width}.4f}" for j in range(len(labels)))
+            )
     elif out_path.suffix.lower() == ".csv":
         rows = ["label," + ",".join(_csv_field(v) for v in labels)]
         for i, v in enumerate(labels):
@@ -634,7 +699,9 @@ def _vector_from_results(path: str) -> tuple[Any, dict]:
             raise UsageError(f"{path}: label_pairs[{k}] is {p!r}; expected a pair [A, B].")
         if v is None or not isinstance(v, (int, float)):
             raise UsageError(f"{path}: distance_vector[{k}] is {v!r}; expected a number.")
-    vec = DistanceVector(pairs=tuple(tuple(p) for p in pairs), values=np.asarray(values, dtype=np.float64))
+    vec = DistanceVector(
+        pairs=tuple(tuple(p) for p in pairs), values=np.asarray(values, dtype=np.float64)
+    )
     return vec, data
 
 
@@ -696,5 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geomcore: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("geomcore: interrupted; finished files are complete, rerun to redo the rest.", file=sys.stderr)
+        print(
+            "geomcore: interrupted; finished files are complete, rerun to redo the rest.",
+            file=sys.stderr,
+        )
         return 130

@@ -448,7 +448,8 @@ def write_predictions(
     gold = list(np.asarray(gold).tolist())
     if ranked_clusters.shape != ranked_distances.shape or ranked_clusters.shape[0] != len(gold):
         raise ValueError(
-            f"predictions do not line up: {len(gold)} gold labels, clusters {ranked_clusters.shape}, "
+            f"predictions do not line up: {len(gold)} gold labels, "
+            f"clusters {ranked_clusters.shape}, "
             f"distances {ranked_distances.shape}."
         )
     names = [str(labels[c]) for c in cl.tolist()]
@@ -506,7 +507,8 @@ def write_json(path: str | os.PathLike, data: dict, *, make_dirs: bool = False) 
     """
     data = to_jsonable(data)
     body = ",\n".join(
-        f" {json.dumps(k)}: {json.dumps(v, allow_nan=False, ensure_ascii=False)}" for k, v in data.items()
+        f" {json.dumps(k)}: {json.dumps(v, allow_nan=False, ensure_ascii=False)}"
+        for k, v in data.items()
     )
     write_text_atomic(path, "{\n" + body + "\n}\n", make_dirs=make_dirs)
 

@@ -60,9 +60,9 @@ Decider = Callable[[Sequence[np.ndarray], np.ndarray, bool], Decision]
 
 
 def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
-    """Decisions by the hull engine, ``geomcore.solvers.pairs.solve_pairs``."""
+    """Decisions by the hull engine, ``geomcore.solvers.router.solve_pairs``."""
     from geomcore.results import Status
-    from geomcore.solvers.pairs import solve_pairs
+    from geomcore.solvers.router import solve_pairs
 
     def decide(sets, pairs, any_only):
         try:
@@ -101,7 +101,10 @@ def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
                 # LP on all points decides it (a certificate either way).
                 logger.warning(
                     "hull engine failed on a pair of %d and %d points (%s); using the full "
-                    "HiGHS LP", A.shape[0], B.shape[0], exc,
+                    "HiGHS LP",
+                    A.shape[0],
+                    B.shape[0],
+                    exc,
                 )
                 w = _lp_separate(A, B)
                 n_esc += 1
@@ -541,12 +544,17 @@ class Certifier:
         if not todo_l:
             return False
         # Nearest centroids first: the likeliest overlaps, for the early exit.
-        dist = [float(np.sum((self.f.centroid[p] - self.f.centroid[q]) ** 2)) for p, q in zip(todo_l, todo_r)]
+        dist = [
+            float(np.sum((self.f.centroid[p] - self.f.centroid[q]) ** 2))
+            for p, q in zip(todo_l, todo_r)
+        ]
         order = sorted(range(len(todo_l)), key=lambda i: (dist[i], todo_l[i], todo_r[i]))
         ov = self._engine([todo_l[i] for i in order], [todo_r[i] for i in order], any_only=True)
         return bool(ov.any())
 
-    def pairs_overlap(self, left: Sequence[int], right: Sequence[int], any_only: bool) -> np.ndarray:
+    def pairs_overlap(
+        self, left: Sequence[int], right: Sequence[int], any_only: bool
+    ) -> np.ndarray:
         """Overlap flags of pairs (left[i], right[i]); with any_only, stop at the first."""
         m = len(left)
         out = np.zeros(m, bool)

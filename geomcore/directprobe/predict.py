@@ -33,7 +33,9 @@ def cluster_distances(
     res = point_hull_distances(Pv, X, cluster_of, tol=tol, rtol=rtol)
     groups = np.asarray(res.groups)
     if not np.array_equal(groups, np.arange(n_clusters)):
-        raise RuntimeError(f"point_hull_distances returned groups {groups}; expected 0..{n_clusters - 1}.")
+        raise RuntimeError(
+            f"point_hull_distances returned groups {groups}; expected 0..{n_clusters - 1}."
+        )
     return np.asarray(res.distances, dtype=np.float64)
 
 

@@ -103,9 +103,13 @@ class Probe:
         return self.steps
 
     # -- prediction ------------------------------------------------------
-    def distances(self, P: Any, *, tol: float | None = None, rtol: float | None = None) -> np.ndarray:
+    def distances(
+        self, P: Any, *, tol: float | None = None, rtol: float | None = None
+    ) -> np.ndarray:
         """(p, K) hull distances from test points to every cluster (cluster id order)."""
-        return _predict.cluster_distances(P, self.X, self.cluster_of, self.n_clusters, tol=tol, rtol=rtol)
+        return _predict.cluster_distances(
+            P, self.X, self.cluster_of, self.n_clusters, tol=tol, rtol=rtol
+        )
 
     def rank(self, P: Any, **kw) -> tuple[np.ndarray, np.ndarray]:
         """Clusters nearest first: ``(clusters (p, K) int, distances (p, K) float64)``.

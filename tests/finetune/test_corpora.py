@@ -53,7 +53,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-FILES = {"alpha/a.txt": b"first corpus\n", "alpha/b.conllu": b"1\tword\n\n", "beta/c.label": b"X y\n"}
+FILES = {
+    "alpha/a.txt": b"first corpus\n",
+    "alpha/b.conllu": b"1\tword\n\n",
+    "beta/c.label": b"X y\n",
+}
 
 
 def _manifest(files=FILES) -> list[dict]:
@@ -61,9 +65,12 @@ def _manifest(files=FILES) -> list[dict]:
     for rel, data in files.items():
         folder, name = rel.split("/")
         by_folder.setdefault(folder, []).append(
-            {"name": name, "upstream": name, "sha256": _sha(data), "bytes": len(data)})
-    return [{"folder": f, "base_url": "http://upstream.invalid/never-used", "files": fs}
-            for f, fs in by_folder.items()]
+            {"name": name, "upstream": name, "sha256": _sha(data), "bytes": len(data)}
+        )
+    return [
+        {"folder": f, "base_url": "http://upstream.invalid/never-used", "files": fs}
+        for f, fs in by_folder.items()
+    ]
 
 
 def _write(root: Path, files: dict[str, bytes]) -> None:
@@ -99,7 +106,9 @@ def test_check_names_what_is_missing_and_what_differs(real_data_dir, tmp_path, c
         fh.write(b"DESC:def what is a test ?\n")
     problems = corpora.check(tmp_path)
     assert [(p.path, p.kind) for p in problems] == [
-        ("streusle/streusle.ud_test.conllulex", "missing"), ("trec/TREC_10.label", "different")]
+        ("streusle/streusle.ud_test.conllulex", "missing"),
+        ("trec/TREC_10.label", "different"),
+    ]
     assert main(["data", "check", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "missing: streusle/streusle.ud_test.conllulex" in out
@@ -126,8 +135,13 @@ def test_fetch_refuses_a_wrong_checksum_and_a_missing_file(tmp_path, serve, monk
     dest = tmp_path / "data"
     _write(dest, {"alpha/a.txt": b"old, wrong\n"})
     failed = corpora.fetch(dest, corpora=_manifest(), log=lambda m: None)
-    assert [(p.path, p.kind) for p in failed] == [("alpha/a.txt", "failed"), ("beta/c.label", "failed")]
-    assert "expected " + _sha(FILES["alpha/a.txt"]) in failed[0].detail and "404" in failed[1].detail
+    assert [(p.path, p.kind) for p in failed] == [
+        ("alpha/a.txt", "failed"),
+        ("beta/c.label", "failed"),
+    ]
+    assert (
+        "expected " + _sha(FILES["alpha/a.txt"]) in failed[0].detail and "404" in failed[1].detail
+    )
     # nothing half-written or wrong appeared under an expected name; the old file is untouched
     assert (dest / "alpha" / "a.txt").read_bytes() == b"old, wrong\n"
     assert (dest / "alpha" / "b.conllu").read_bytes() == FILES["alpha/b.conllu"]

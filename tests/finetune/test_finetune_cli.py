@@ -53,8 +53,9 @@ def test_train_end_to_end_on_tiny_ps_role(tmp_path, tiny_data_dir, tiny_model_di
     assert {f: (out / f).read_bytes() for f in files} == before
 
 
-def test_max_steps_stops_and_the_same_command_resumes_without_geometry(tmp_path, tiny_data_dir, tiny_model_dir,
-                                                      capsys):
+def test_max_steps_stops_and_the_same_command_resumes_without_geometry(
+    tmp_path, tiny_data_dir, tiny_model_dir, capsys
+):
     out = tmp_path / "run"
     base = ["train", "--task", "trec50", "--model", str(tiny_model_dir), "--out", str(out),
             "--data-dir", str(tiny_data_dir), "--epochs", "1", "--batch-size", "1",

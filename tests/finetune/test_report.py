@@ -29,7 +29,12 @@ def _rec(labels, matrix, centroids=None):
     m = np.asarray(matrix, dtype=float)
     md = np.where(np.eye(len(labels), dtype=bool), np.inf, m).min(axis=1)
     c = np.zeros((len(labels), 2)) if centroids is None else np.asarray(centroids, dtype=float)
-    return {"labels": list(labels), "label_distances": m, "min_distance_per_label": md, "centroids": c}
+    return {
+        "labels": list(labels),
+        "label_distances": m,
+        "min_distance_per_label": md,
+        "centroids": c,
+    }
 
 
 def _points_matrix(x):
@@ -87,8 +92,10 @@ def test_layer_step_similarity_against_scipy():
     m0 = _points_matrix([0.0, 1.0, 3.0, 7.0])
     m1 = _points_matrix([0.0, 2.0, 1.0, 4.0])
     recs = {
-        ("train", 0, 0): _rec(labels, m0), ("train", 0, 5): _rec(labels, 2 * m0),  # scaled: r = 1
-        ("train", 1, 0): _rec(labels, m0), ("train", 1, 5): _rec(labels, m1),
+        ("train", 0, 0): _rec(labels, m0),
+        ("train", 0, 5): _rec(labels, 2 * m0),  # scaled: r = 1
+        ("train", 1, 0): _rec(labels, m0),
+        ("train", 1, 5): _rec(labels, m1),
     }
     r = layer_step_similarity(GeometryLog((0, 5), 2, recs))
     iu = np.triu_indices(4, 1)
@@ -98,8 +105,10 @@ def test_layer_step_similarity_against_scipy():
 
 def test_displacement_pca_keeps_units_and_shares_the_scale():
     before = [np.zeros((3, 4)), np.zeros((3, 4))]
-    after = [np.array([[1.0, 0, 0, 0], [2.0, 0, 0, 0], [-1.0, 0, 0, 0]]),
-             np.array([[0, 0, 5.0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])]
+    after = [
+        np.array([[1.0, 0, 0, 0], [2.0, 0, 0, 0], [-1.0, 0, 0, 0]]),
+        np.array([[0, 0, 5.0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),
+    ]
     coords, half = displacement_pca(before, after)
     # PCA is a rotation: each label's displacement length is kept.
     for b, a, c in zip(before, after, coords):
@@ -109,10 +118,18 @@ def test_displacement_pca_keeps_units_and_shares_the_scale():
 
 def test_cross_task_table_by_hand():
     units = {
-        "cross_untuned": {"source": "untuned", "labels": ["a", "b", "c"], "min_distance": [1.0, 2.0, 3.0],
-                          "mlp": {"mean": 0.5, "std": 0.01}},
-        "cross_ps-role": {"source": "ps-role", "labels": ["a", "b", "c"], "min_distance": [1.5, 1.0, None],
-                          "mlp": {"mean": 0.6, "std": 0.02}},
+        "cross_untuned": {
+            "source": "untuned",
+            "labels": ["a", "b", "c"],
+            "min_distance": [1.0, 2.0, 3.0],
+            "mlp": {"mean": 0.5, "std": 0.01},
+        },
+        "cross_ps-role": {
+            "source": "ps-role",
+            "labels": ["a", "b", "c"],
+            "min_distance": [1.5, 1.0, None],
+            "mlp": {"mean": 0.6, "std": 0.02},
+        },
     }
     rows = cross_task_table(units)
     assert [r["source"] for r in rows] == ["untuned", "ps-role"]
@@ -124,29 +141,64 @@ def test_cross_task_table_by_hand():
 
 def test_findings_name_the_task_whose_accuracy_fell():
     perf = [
-        {"task": "pos", "mlp_before_mean": 0.90, "mlp_after_mean": 0.95, "fell": False,
-         "sim_before": 0.9, "sim_after": 0.8},
-        {"task": "trec50", "mlp_before_mean": 0.81, "mlp_after_mean": 0.79, "fell": True,
-         "sim_before": 0.7, "sim_after": 0.75},
+        {
+            "task": "pos",
+            "mlp_before_mean": 0.90,
+            "mlp_after_mean": 0.95,
+            "fell": False,
+            "sim_before": 0.9,
+            "sim_after": 0.8,
+        },
+        {
+            "task": "trec50",
+            "mlp_before_mean": 0.81,
+            "mlp_after_mean": 0.79,
+            "fell": True,
+            "sim_before": 0.7,
+            "sim_after": 0.75,
+        },
     ]
     f = findings(perf, [], [], {})
     assert f["performance"][0] == (
         "MLP-probe accuracy on the last layer rose after fine-tuning for 1 of 2 tasks; "
         "it fell for TREC-50 (0.810 -> 0.790)."
     )
-    assert f["performance"][1].startswith("The spatial similarity of the training and test sets (last layer) "
-                                          "fell for 1 of 2 tasks: POS (0.900 -> 0.800)")
+    assert f["performance"][1].startswith(
+        "The spatial similarity of the training and test sets (last layer) "
+        "fell for 1 of 2 tasks: POS (0.900 -> 0.800)"
+    )
 
 
 def _write_study(d, *, with_after=True):
     d.mkdir(parents=True, exist_ok=True)
     (d / "study.json").write_text(json.dumps({"model": "m", "preset": "smoke", "tasks": ["pos"]}))
     units = {
-        "mlp_pos_before": {"unit": "mlp", "task": "pos", "stage": "before", "mean": 0.8, "std": 0.01,
-                           "accuracies": [0.79, 0.81], "config": {"hidden": [32, 32], "alpha": 1e-4}, "seconds": 1.0},
-        "finetune_pos": {"unit": "finetune", "task": "pos", "head_test_accuracy": 0.7, "seconds": 5.0},
-        "clusters_pos_before": {"unit": "clusters", "task": "pos", "stage": "before", "n_labels": 3,
-                                "n_points": 30, "layers": [0, 1], "n_clusters": [5, 3], "seconds": 2.0},
+        "mlp_pos_before": {
+            "unit": "mlp",
+            "task": "pos",
+            "stage": "before",
+            "mean": 0.8,
+            "std": 0.01,
+            "accuracies": [0.79, 0.81],
+            "config": {"hidden": [32, 32], "alpha": 1e-4},
+            "seconds": 1.0,
+        },
+        "finetune_pos": {
+            "unit": "finetune",
+            "task": "pos",
+            "head_test_accuracy": 0.7,
+            "seconds": 5.0,
+        },
+        "clusters_pos_before": {
+            "unit": "clusters",
+            "task": "pos",
+            "stage": "before",
+            "n_labels": 3,
+            "n_points": 30,
+            "layers": [0, 1],
+            "n_clusters": [5, 3],
+            "seconds": 2.0,
+        },
     }
     if with_after:
         units["mlp_pos_after"] = dict(units["mlp_pos_before"], stage="after", mean=0.75, std=0.02)
@@ -161,13 +213,23 @@ def _write_study(d, *, with_after=True):
     for step, x in pos.items():
         for split in ("train", "test"):
             for layer in range(2):
-                xx = x * (1 + layer) + (0.5 if split == "test" and step == 10 else 0) * np.array([0, 0, 1.0])
+                xx = x * (1 + layer) + (0.5 if split == "test" and step == 10 else 0) * np.array(
+                    [0, 0, 1.0]
+                )
                 m = _points_matrix(xx)
                 md = np.where(np.eye(3, dtype=bool), np.inf, m).min(axis=1)
-                lines.append({"record": "geometry", "step": step, "split": split, "layer": layer,
-                              "labels": labels, "label_distances": m.tolist(),
-                              "min_distance_per_label": md.tolist(),
-                              "centroids": np.stack([xx, np.zeros(3)], 1).tolist()})
+                lines.append(
+                    {
+                        "record": "geometry",
+                        "step": step,
+                        "split": split,
+                        "layer": layer,
+                        "labels": labels,
+                        "label_distances": m.tolist(),
+                        "min_distance_per_label": md.tolist(),
+                        "centroids": np.stack([xx, np.zeros(3)], 1).tolist(),
+                    }
+                )
     (run / "geometry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return d
 
@@ -191,8 +253,12 @@ def test_build_report_on_a_handmade_study(tmp_path):
     # one clusters unit missing -> named, not a crash
     assert "clusters_pos_after" in results["missing_units"]
     assert "Not computed yet" in report
-    for f in ("fig2_label_dynamics.png", "fig3_centroid_paths.png", "fig4_layer_similarity.png",
-              "fig5_displacement_pos.png"):
+    for f in (
+        "fig2_label_dynamics.png",
+        "fig3_centroid_paths.png",
+        "fig4_layer_similarity.png",
+        "fig5_displacement_pos.png",
+    ):
         assert (d / "figures" / f).read_bytes()[:4] == b"\x89PNG"
 
 

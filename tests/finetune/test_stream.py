@@ -48,8 +48,9 @@ def test_logged_geometry_is_the_geometry_of_the_saved_and_initial_models(tmp_pat
 
     model, tok = build_tiny_encoder(tmp_path)
     train, test = toy_task("train", 16, 20), toy_task("test", 6, 21)
-    cfg = TrainConfig(task="toy", out_dir=tmp_path / "run", epochs=1, batch_size=8, lr=2e-3,
-                      progress=False)
+    cfg = TrainConfig(
+        task="toy", out_dir=tmp_path / "run", epochs=1, batch_size=8, lr=2e-3, progress=False
+    )
     res = fit(model, tok, train, test, cfg)
     lines = [json.loads(x) for x in (tmp_path / "run" / "geometry.jsonl").read_text().splitlines()]
     assert lines[0]["record"] == "header" and lines[0]["layers"] == 3
@@ -75,7 +76,9 @@ def test_logged_geometry_is_the_geometry_of_the_saved_and_initial_models(tmp_pat
             names = sorted(set(task.labels))
             y = np.array([names.index(lab) for lab in task.labels])
             for k, X in enumerate(X_layers):
-                rec = next(r for r in geo if (r["step"], r["split"], r["layer"]) == (step, task.split, k))
+                rec = next(
+                    r for r in geo if (r["step"], r["split"], r["layer"]) == (step, task.split, k)
+                )
                 assert rec["labels"] == names
                 assert rec["counts"] == [int((y == i).sum()) for i in range(len(names))]
                 M = np.asarray(rec["label_distances"], dtype=float)
@@ -83,8 +86,10 @@ def test_logged_geometry_is_the_geometry_of_the_saved_and_initial_models(tmp_pat
                 scale = np.ptp(X, axis=0).max()
                 np.testing.assert_allclose(M, ref, rtol=1e-3, atol=1e-5 * scale)
                 np.testing.assert_allclose(
-                    rec["centroids"], [X[y == i].mean(0) for i in range(len(names))],
-                    rtol=1e-4, atol=1e-5 * scale,
+                    rec["centroids"],
+                    [X[y == i].mean(0) for i in range(len(names))],
+                    rtol=1e-4,
+                    atol=1e-5 * scale,
                 )
                 off = M + np.diag(np.full(len(names), np.inf))
                 np.testing.assert_allclose(rec["min_distance_per_label"], off.min(1))
@@ -184,7 +189,7 @@ def test_layers_geometry_one_engine_call_matches_closed_forms():
 
 
 def test_probes_start_from_the_previous_probe_of_the_same_split_and_layer(tmp_path, monkeypatch):
-    import geomcore.solvers.pairs as pairs_mod
+    import geomcore
 
     model, tok = build_tiny_encoder(tmp_path)
     task = toy_task("train", 8, 23)
@@ -193,28 +198,31 @@ def test_probes_start_from_the_previous_probe_of_the_same_split_and_layer(tmp_pa
     log = JsonlLog(tmp_path / "g.jsonl", ("record", "step", "split", "layer"))
     warm: dict = {}
     seen = []
-    real = pairs_mod.solve_pairs
+    real = geomcore.label_distances_layers
 
     def spy(*args, **kw):
-        seen.append(kw.get("warm"))
+        seen.append(kw.get("warm_start"))
         return real(*args, **kw)
 
-    monkeypatch.setattr(pairs_mod, "solve_pairs", spy)
-    first = probe_split(model, tok, task, ids, names, log, step=0, epoch=0, progress=False, warm=warm)
+    monkeypatch.setattr(geomcore, "label_distances_layers", spy)
+    first = probe_split(
+        model, tok, task, ids, names, log, step=0, epoch=0, progress=False, warm=warm
+    )
     n_layers = len(first.records)
     assert sorted(warm) == [("train", k) for k in range(n_layers)]
     assert seen[0] is None or all(s is None for s in seen[0])
-    before = {k: ld.supports for k, ld in warm.items()}
-    second = probe_split(model, tok, task, ids, names, log, step=1, epoch=0, progress=False, warm=warm)
-    # The second call got, pair by pair and layer by layer, the first call's supports.
-    n_pairs = len(before[("train", 0)])
-    assert len(seen[1]) == n_layers * n_pairs
+    before = dict(warm)
+    second = probe_split(
+        model, tok, task, ids, names, log, step=1, epoch=0, progress=False, warm=warm
+    )
+    # The second call started every layer from the first call's result for it.
+    assert len(seen[1]) == n_layers
     for k in range(n_layers):
-        for p in range(n_pairs):
-            got, want = seen[1][k * n_pairs + p], before[("train", k)][p]
-            assert (got is None) == (want is None)
-            if want is not None:
-                assert all(np.array_equal(g, w) for g, w in zip(got, want))
+        assert seen[1][k] is before[("train", k)]
     for r1, r2 in zip(first.records, second.records):
-        np.testing.assert_allclose(np.array(r2["label_distances"], float),
-                                   np.array(r1["label_distances"], float), rtol=1e-4, atol=1e-12)
+        np.testing.assert_allclose(
+            np.array(r2["label_distances"], float),
+            np.array(r1["label_distances"], float),
+            rtol=1e-4,
+            atol=1e-12,
+        )

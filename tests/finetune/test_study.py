@@ -30,8 +30,20 @@ def study(tmp_path_factory, data_dir_module):
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     out = root / "out"
-    argv = ["study", "--model", str(model_dir), "--tasks", ",".join(TASKS), "--preset", "smoke",
-            "--data-dir", str(data_dir_module), "--out", str(out), "--no-progress"]
+    argv = [
+        "study",
+        "--model",
+        str(model_dir),
+        "--tasks",
+        ",".join(TASKS),
+        "--preset",
+        "smoke",
+        "--data-dir",
+        str(data_dir_module),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     return out, argv
 
@@ -66,7 +78,9 @@ def test_every_unit_is_written_with_sane_numbers(study):
         if u["unit"] == "clusters":
             # tiny model: embedding layer + 2 layers
             assert u["layers"] == [0, 1, 2]
-            assert u["n_points"] == min(smoke.directprobe_max_points, smoke.max_train_examples[u["task"]])
+            assert u["n_points"] == min(
+                smoke.directprobe_max_points, smoke.max_train_examples[u["task"]]
+            )
             # DirectProbe never has fewer clusters than labels, nor more than points.
             assert all(u["n_labels"] <= c <= u["n_points"] for c in u["n_clusters"])
         if u["unit"] == "finetune":
@@ -96,10 +110,22 @@ def test_cross_task_distances_match_the_geometry_log(study):
 def test_report_files(study):
     out, _ = study
     report = (out / "report.md").read_text()
-    for section in ("Table 2", "Tables 3-4", "Figure 2", "Figure 3", "Table 5", "Figure 4", "Figure 5"):
+    for section in (
+        "Table 2",
+        "Tables 3-4",
+        "Figure 2",
+        "Figure 3",
+        "Table 5",
+        "Figure 4",
+        "Figure 5",
+    ):
         assert section in report
-    for fig in ("fig2_label_dynamics.png", "fig3_centroid_paths.png", "fig4_layer_similarity.png",
-                "fig5_displacement_pos.png"):
+    for fig in (
+        "fig2_label_dynamics.png",
+        "fig3_centroid_paths.png",
+        "fig4_layer_similarity.png",
+        "fig5_displacement_pos.png",
+    ):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "results.json").read_text())
     assert [r["task"] for r in results["performance"]] == list(TASKS)
@@ -156,6 +182,14 @@ def test_other_plan_is_refused(study, capsys):
 
 
 def test_unknown_task_is_refused(tmp_path, capsys, data_dir_module):
-    argv = ["study", "--tasks", "pos,nope", "--out", str(tmp_path / "x"), "--data-dir", str(data_dir_module)]
+    argv = [
+        "study",
+        "--tasks",
+        "pos,nope",
+        "--out",
+        str(tmp_path / "x"),
+        "--data-dir",
+        str(data_dir_module),
+    ]
     assert main(argv) == 2
     assert "nope" in capsys.readouterr().err

@@ -52,7 +52,9 @@ def test_cluster_pair_distances_match_qp_and_skip_same_label_pairs():
     rng = np.random.default_rng(0)
     X, cluster_of, cluster_label = _clustered(rng)
     cd = cluster_pair_distances(X, cluster_of, cluster_label, tol=1e-6, rtol=1e-6)
-    expected_pairs = [(i, j) for i in range(5) for j in range(i + 1, 5) if cluster_label[i] != cluster_label[j]]
+    expected_pairs = [
+        (i, j) for i in range(5) for j in range(i + 1, 5) if cluster_label[i] != cluster_label[j]
+    ]
     assert [tuple(p) for p in cd.pairs.tolist()] == expected_pairs
     assert np.array_equal(cd.label_pairs, cluster_label[cd.pairs])
     for (i, j), d, sep in zip(cd.pairs, cd.distance, cd.separable):
@@ -83,14 +85,20 @@ def test_label_pair_distances_are_means_and_mins_over_cluster_pairs():
             if a == b:
                 assert ld.matrix[a, b] == 0.0
                 continue
-            ds = [v if v > 1e-7 else 0.0 for (i, j), v in q.items() if cluster_label[i] == a and cluster_label[j] == b]
+            ds = [
+                v if v > 1e-7 else 0.0
+                for (i, j), v in q.items()
+                if cluster_label[i] == a and cluster_label[j] == b
+            ]
             assert ld.n_cluster_pairs[a, b] == len(ds)
             assert ld.matrix[a, b] == pytest.approx(np.mean(ds), rel=1e-3, abs=1e-8)
             assert ld.nearest[a, b] == pytest.approx(np.min(ds), rel=1e-3, abs=1e-8)
     # labels A and B overlap through clusters 0 and 3; A-C and B-C do not
     assert not ld.separable[0, 1] and ld.separable[0, 2] and ld.separable[1, 2]
     assert ld.nearest[0, 1] == 0.0
-    np.testing.assert_allclose(ld.min_distance, [ld.matrix[0, 1], ld.matrix[0, 1], min(ld.matrix[2, :2])])
+    np.testing.assert_allclose(
+        ld.min_distance, [ld.matrix[0, 1], ld.matrix[0, 1], min(ld.matrix[2, :2])]
+    )
 
 
 def test_linear_case_gives_the_analytic_gap():
@@ -200,7 +208,11 @@ def test_inside_distances_match_brute_force_with_chunking():
     for c in range(5):
         pts = X[cluster_of == c]
         if len(pts) < 2:
-            assert np.isnan(got.cluster_mean[c]) and np.isnan(got.cluster_max[c]) and got.cluster_n_pairs[c] == 0
+            assert (
+                np.isnan(got.cluster_mean[c])
+                and np.isnan(got.cluster_max[c])
+                and got.cluster_n_pairs[c] == 0
+            )
             continue
         ref = pdist(pts)
         assert got.cluster_n_pairs[c] == ref.size
@@ -226,7 +238,13 @@ def test_analyze_probe_on_a_probe_like_object():
     rng = np.random.default_rng(6)
     X, cluster_of, cluster_label = _clustered(rng, d=2)
     y = cluster_label[cluster_of]
-    probe = SimpleNamespace(X=X, labels=np.array(["A", "B", "C"]), y=y, cluster_of=cluster_of, cluster_label=cluster_label)
+    probe = SimpleNamespace(
+        X=X,
+        labels=np.array(["A", "B", "C"]),
+        y=y,
+        cluster_of=cluster_of,
+        cluster_label=cluster_label,
+    )
     an = analyze_probe(probe, rtol=1e-6)
     ab = [qp_distance(X[cluster_of == i], X[cluster_of == 4]) for i in (0, 1)]
     assert an.label_distances.matrix[0, 2] == pytest.approx(np.mean(ab), rel=1e-3)

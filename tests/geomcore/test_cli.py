@@ -74,7 +74,8 @@ def _run(argv, capsys):
 
 def test_module_help_in_a_subprocess():
     res = subprocess.run(
-        [sys.executable, "-m", "geomcore", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "geomcore", "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr
     for word in ("probe", "distances", "compare", "--train"):
@@ -94,7 +95,8 @@ def test_bad_tolerance_flags_stop_with_one_line(blobs, capsys, command, flag, va
 def test_probe_help_explains_the_files(capsys):
     rc, out, _ = _run(["probe", "--help"], capsys)
     assert rc == 0
-    for text in ("text<TAB>label", "one vector per line", "clusters.txt", "dis.txt", "prediction.txt", "results.json"):
+    for text in ("text<TAB>label", "one vector per line", "clusters.txt", "dis.txt",
+                 "prediction.txt", "results.json"):
         assert text in out
 
 
@@ -109,7 +111,8 @@ def test_probe_end_to_end(blobs, capsys):
     assert rc == 0, err
     res = json.loads((out / "results.json").read_text())
     assert REQUIRED <= set(res)
-    assert res["n_points"] == 24 and res["n_labels"] == 3 and res["n_clusters"] == 3 and res["is_linear"]
+    assert res["n_points"] == 24 and res["n_labels"] == 3
+    assert res["n_clusters"] == 3 and res["is_linear"]
     assert res["labels"] == NAMES
     assert res["n_clusters_per_label"] == [1, 1, 1]
     # clusters: one per label, so points of the same label share an id and labels differ
@@ -125,7 +128,10 @@ def test_probe_end_to_end(blobs, capsys):
             assert M[i, j] == pytest.approx(truth, rel=1e-3, abs=1e-9)
     assert res["label_pairs"] == [["ADJ", "NOUN"], ["ADJ", "VERB"], ["NOUN", "VERB"]]
     np.testing.assert_allclose(res["distance_vector"], [M[0, 1], M[0, 2], M[1, 2]])
-    np.testing.assert_allclose(res["min_distance_per_label"], [min(M[0, 1], M[0, 2]), min(M[0, 1], M[1, 2]), min(M[0, 2], M[1, 2])])
+    np.testing.assert_allclose(
+        res["min_distance_per_label"],
+        [min(M[0, 1], M[0, 2]), min(M[0, 1], M[1, 2]), min(M[0, 2], M[1, 2])],
+    )
     # dis.txt: the same distances, 4 decimals, one line per different-label cluster pair
     dis = gio.read_dis(out / "dis.txt")
     assert len(dis) == 3
@@ -159,26 +165,31 @@ def test_finished_run_is_detected_and_other_inputs_refused(blobs, capsys):
     assert _run(argv + ["--force"], capsys)[0] == 0
     res = json.loads((out / "results.json").read_text())
     Xs = X * 2.0
-    assert res["label_distances"][0][1] == pytest.approx(qp_distance(Xs[y == "ADJ"], Xs[y == "NOUN"]), rel=1e-3)
+    truth = qp_distance(Xs[y == "ADJ"], Xs[y == "NOUN"])
+    assert res["label_distances"][0][1] == pytest.approx(truth, rel=1e-3)
 
 
 def test_original_formats_give_the_same_result(blobs, capsys):
     d, X, y, P, t = blobs
     (d / "train_entities.txt").write_text("".join(f"word {k}\t{lab}\n" for k, lab in enumerate(y)))
-    (d / "train_emb.txt").write_text("".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in X))
+    (d / "train_emb.txt").write_text(
+        "".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in X))
     (d / "test_entities.txt").write_text("".join(f"w{k}\t{lab}\n" for k, lab in enumerate(t)))
     (d / "test_emb.txt").write_text("".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in P))
     (d / "labels.txt").write_text("VERB\nNOUN\nADJ\nADV\n")
     for name, args in (
-        ("npy", ["--train", d / "X.npy", "--train-labels", d / "y.txt", "--test", d / "P.npy", "--test-labels", d / "t.txt"]),
-        ("orig", ["--train", d / "train_emb.txt", "--train-labels", d / "train_entities.txt", "--test", d / "test_emb.txt",
-                  "--test-labels", d / "test_entities.txt", "--label-set", d / "labels.txt"]),
+        ("npy", ["--train", d / "X.npy", "--train-labels", d / "y.txt",
+                 "--test", d / "P.npy", "--test-labels", d / "t.txt"]),
+        ("orig", ["--train", d / "train_emb.txt", "--train-labels", d / "train_entities.txt",
+                  "--test", d / "test_emb.txt", "--test-labels", d / "test_entities.txt",
+                  "--label-set", d / "labels.txt"]),
     ):
         assert _run(["probe", *args, "--out", d / name, "--quiet"], capsys)[0] == 0
     a = json.loads((d / "npy" / "results.json").read_text())
     b = json.loads((d / "orig" / "results.json").read_text())
     assert b["label_set"] == ["ADJ", "ADV", "NOUN", "VERB"]
-    for key in ("labels", "clusters", "label_distances", "distance_vector", "accuracy", "unseen_test_labels"):
+    for key in ("labels", "clusters", "label_distances", "distance_vector", "accuracy",
+                "unseen_test_labels"):
         assert a[key] == b[key], key
     assert (d / "npy" / "dis.txt").read_text() == (d / "orig" / "dis.txt").read_text()
 
@@ -245,7 +256,8 @@ def test_bad_input_is_one_clear_line(blobs, capsys, case, match):
     base = ["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--out", d / "bad"]
     if case == "count":
         (d / "y_short.txt").write_text("\n".join(y[:-1]) + "\n")
-        argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y_short.txt", "--out", d / "bad"]
+        argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y_short.txt",
+                "--out", d / "bad"]
     elif case == "test_alone":
         argv = base + ["--test", d / "P.npy"]
     elif case == "empty_test":
@@ -256,7 +268,8 @@ def test_bad_input_is_one_clear_line(blobs, capsys, case, match):
         np.save(d / "P2.npy", P[:, :2])
         argv = base + ["--test", d / "P2.npy", "--test-labels", d / "t.txt"]
     elif case == "missing":
-        argv = ["probe", "--train", d / "absent.npy", "--train-labels", d / "y.txt", "--out", d / "bad"]
+        argv = ["probe", "--train", d / "absent.npy", "--train-labels", d / "y.txt",
+                "--out", d / "bad"]
     elif case == "label_set":
         (d / "ls.txt").write_text("NOUN\nVERB\n")
         argv = base + ["--label-set", d / "ls.txt"]
@@ -264,7 +277,8 @@ def test_bad_input_is_one_clear_line(blobs, capsys, case, match):
         Xn = X.copy()
         Xn[3, 1] = np.nan
         np.save(d / "Xnan.npy", Xn)
-        argv = ["probe", "--train", d / "Xnan.npy", "--train-labels", d / "y.txt", "--out", d / "bad"]
+        argv = ["probe", "--train", d / "Xnan.npy", "--train-labels", d / "y.txt",
+                "--out", d / "bad"]
     rc, out, err = _run(argv, capsys)
     assert rc == 2
     lines = err.strip().splitlines()
@@ -280,8 +294,9 @@ def test_empty_test_labels_file_matches_empty_vectors_only(blobs, capsys):
     # an empty labels file for a non-empty test set is a count mismatch, named as such
     d, X, y, P, t = blobs
     (d / "none.txt").write_text("")
-    rc, _, err = _run(["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--test", d / "P.npy",
-                       "--test-labels", d / "none.txt", "--out", d / "bad"], capsys)
+    rc, _, err = _run(["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt",
+                       "--test", d / "P.npy", "--test-labels", d / "none.txt", "--out", d / "bad"],
+                      capsys)
     assert rc == 2 and "is empty" in err
 
 
@@ -319,15 +334,21 @@ def test_interrupted_run_leaves_no_results_and_resumes(blobs, capsys, monkeypatc
     assert rc == 0, err
     assert "resuming" in out
     res = json.loads((d / "r" / "results.json").read_text())
-    assert res["resumed_clustering"] and res["n_clusters"] == 3 and res["accuracy"] == pytest.approx(5 / 6)
+    assert res["resumed_clustering"] and res["n_clusters"] == 3
+    assert res["accuracy"] == pytest.approx(5 / 6)
     assert (d / "r" / "dis.txt").read_text() == first_dis
     assert not (d / "r" / ".clustering_checkpoint.npz").exists()
 
 
 def test_checkpoint_of_other_inputs_is_not_reused(blobs, capsys, monkeypatch):
     d, X, y, P, t = blobs
-    argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--out", d / "r", "--quiet"]
-    monkeypatch.setattr(gio, "write_json", lambda path, data: (_ for _ in ()).throw(KeyboardInterrupt()))
+    argv = ["probe", "--train", d / "X.npy", "--train-labels", d / "y.txt", "--out", d / "r",
+            "--quiet"]
+
+    def interrupted(path, data, **kwargs):
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(gio, "write_json", interrupted)
     assert _run(argv, capsys)[0] == 130
     monkeypatch.undo()
     # move one point of ADJ next to NOUN's blob: a different clustering problem
@@ -348,7 +369,8 @@ def test_distances_and_compare(blobs, capsys):
     assert out.splitlines()[0].split() == NAMES
     truth = {(a, b): qp_distance(X[y == a], X[y == b]) for a in NAMES for b in NAMES if a < b}
     row_adj = out.splitlines()[1].split()
-    assert row_adj[0] == "ADJ" and float(row_adj[2]) == pytest.approx(truth[("ADJ", "NOUN")], abs=6e-5)
+    assert row_adj[0] == "ADJ"
+    assert float(row_adj[2]) == pytest.approx(truth[("ADJ", "NOUN")], abs=6e-5)
 
     assert _run(base + ["--out", d / "a.json"], capsys)[0] == 0
     a = json.loads((d / "a.json").read_text())
@@ -363,21 +385,26 @@ def test_distances_and_compare(blobs, capsys):
     # a second representation: stretch one axis, so distances change unevenly
     X2 = X * np.array([1.0, 3.0, 1.0])
     np.save(d / "X2.npy", X2)
-    assert _run(["distances", "--train", d / "X2.npy", "--train-labels", d / "y.txt", "--out", d / "b.json"], capsys)[0] == 0
+    argv = ["distances", "--train", d / "X2.npy", "--train-labels", d / "y.txt",
+            "--out", d / "b.json"]
+    assert _run(argv, capsys)[0] == 0
     rc, out, _ = _run(["compare", d / "a.json", d / "b.json"], capsys)
     assert rc == 0
     truth2 = [qp_distance(X2[y == a], X2[y == b]) for a, b in sorted(truth)]
     r = float(out.split()[1])
-    assert r == pytest.approx(pearsonr([truth[p] for p in sorted(truth)], truth2).statistic, abs=1e-3)
+    ref = pearsonr([truth[p] for p in sorted(truth)], truth2).statistic
+    assert r == pytest.approx(ref, abs=1e-3)
     assert "shared_label_pairs 3" in out
 
 
 def test_compare_errors(tmp_path, capsys):
     (tmp_path / "a.json").write_text(json.dumps({"labels": ["x"]}))
-    (tmp_path / "b.json").write_text(json.dumps({"label_pairs": [["p", "q"]], "distance_vector": [1.0]}))
+    (tmp_path / "b.json").write_text(
+        json.dumps({"label_pairs": [["p", "q"]], "distance_vector": [1.0]}))
     rc, _, err = _run(["compare", tmp_path / "a.json", tmp_path / "b.json"], capsys)
     assert rc == 2 and "has no label_pairs or distance_vector" in err
-    (tmp_path / "c.json").write_text(json.dumps({"label_pairs": [["x", "y"]], "distance_vector": [1.0]}))
+    (tmp_path / "c.json").write_text(
+        json.dumps({"label_pairs": [["x", "y"]], "distance_vector": [1.0]}))
     rc, _, err = _run(["compare", tmp_path / "c.json", tmp_path / "b.json"], capsys)
     assert rc == 2 and "share no label pair" in err
     rc, _, err = _run(["compare", tmp_path / "nope.json", tmp_path / "b.json"], capsys)

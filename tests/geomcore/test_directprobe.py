@@ -205,7 +205,12 @@ def test_accepts_jax_arrays_and_records_steps():
         ([[0.0, 1.0], [np.nan, 0.0]], [0, 1], ValueError, r"`X` has a non-finite value .* row 1"),
         ([["a", "b"]], [0], TypeError, r"`X` must hold real numbers"),
         (np.zeros((3, 2)), np.zeros((3, 1)), ValueError, r"`labels` must be 1-D"),
-        (np.zeros((2, 2)), np.array([1, "a"], dtype=object), TypeError, r"`labels` must be mutually comparable"),
+        (
+            np.zeros((2, 2)),
+            np.array([1, "a"], dtype=object),
+            TypeError,
+            r"`labels` must be mutually comparable",
+        ),
     ],
 )
 def test_bad_input_is_named(X, labels, exc, match):

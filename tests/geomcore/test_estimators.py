@@ -92,40 +92,59 @@ def test_bad_tolerances_raise():
 NON_SEPARABLE_CHECKS = {
     "check_fit_score_takes_y": (
         "fits 30 random points in 3-D with 3 random labels: all three class pairs overlap",
-        (30, 3), 3),
+        (30, 3),
+        3,
+    ),
     "check_n_features_in_after_fitting": (
         "fits 15 random points in 4-D with 3 random labels: classes 0-1 and 0-2 overlap",
-        (15, 4), 3),
+        (15, 4),
+        3,
+    ),
     "check_positive_only_tag_during_fit": (
         "fits iris (150 x 4), whose versicolor and virginica overlap; the check reads the "
         "ValueError as a refusal of negative inputs",
-        (150, 4), 3),
+        (150, 4),
+        3,
+    ),
     "check_estimators_dtypes": (
         "fits 20 uniform points in 5-D labelled 1, 2 alternately: the two classes overlap",
-        (20, 5), 2),
+        (20, 5),
+        2,
+    ),
     "check_dtype_object": (
         "fits 56 uniform points in 10-D with 4 shuffled labels of 14: the classes overlap",
-        (56, 10), 4),
+        (56, 10),
+        4,
+    ),
     "check_estimators_nan_inf": (
         "after NaN and inf are refused (as they should be), fits 10 normal points in 3-D "
         "with two overlapping random classes",
-        (10, 3), 2),
+        (10, 3),
+        2,
+    ),
     "check_classifier_data_not_an_array": (
         "fits 12 points in 2-D with labels 1 and 2, which overlap",
-        (12, 2), 2),
+        (12, 2),
+        2,
+    ),
     "check_classifiers_train": (
         "after the separable 3-blob problem (which fits), fits 200 points in 2-D with two "
         "overlapping classes",
-        (200, 2), 2),
+        (200, 2),
+        2,
+    ),
     "check_supervised_y_2d": (
         "fits 30 random points in 3-D with 3 random labels: all three class pairs overlap",
-        (30, 3), 3),
-    "check_fit_idempotent": (
-        "fits 80 points in 2-D with two overlapping classes", (80, 2), 2),
+        (30, 3),
+        3,
+    ),
+    "check_fit_idempotent": ("fits 80 points in 2-D with two overlapping classes", (80, 2), 2),
     "check_fit_check_is_fitted": (
-        "fits 100 points in 2-D with two overlapping classes", (100, 2), 2),
-    "check_n_features_in": (
-        "fits 100 points in 2-D with two overlapping classes", (100, 2), 2),
+        "fits 100 points in 2-D with two overlapping classes",
+        (100, 2),
+        2,
+    ),
+    "check_n_features_in": ("fits 100 points in 2-D with two overlapping classes", (100, 2), 2),
 }
 
 
@@ -135,8 +154,9 @@ def _expected_failures(estimator) -> dict[str, str]:
     return {}  # DirectProbeClassifier passes every check
 
 
-@parametrize_with_checks([HardMarginSVC(), DirectProbeClassifier()],
-                         expected_failed_checks=_expected_failures)
+@parametrize_with_checks(
+    [HardMarginSVC(), DirectProbeClassifier()], expected_failed_checks=_expected_failures
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -166,20 +186,29 @@ def test_exclusion_reason_holds(name):
     """The excluded check fails because of HardMarginSVC's non-separable ValueError, on data
     of the stated shape whose classes HiGHS finds overlapping."""
     _, shape, n_classes = NON_SEPARABLE_CHECKS[name]
-    checks = [c for _, c in estimator_checks_generator(_RecordingSVC(), legacy=True)
-              if _check_name(c) == name]
+    checks = [
+        c
+        for _, c in estimator_checks_generator(_RecordingSVC(), legacy=True)
+        if _check_name(c) == name
+    ]
     assert checks, f"scikit-learn no longer has {name}: drop its exclusion"
     for check in checks:
         _RecordingSVC.fits.clear()
         with pytest.raises(Exception) as info:
             check(_RecordingSVC())
-        why = [e for e in _causes(info.value)
-               if isinstance(e, ValueError) and "not linearly separable" in str(e)]
+        why = [
+            e
+            for e in _causes(info.value)
+            if isinstance(e, ValueError) and "not linearly separable" in str(e)
+        ]
         assert why, f"{name} failed for another reason: {info.value!r}"
         X, y = _RecordingSVC.fits[-1]
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
         classes = np.unique(y)
         assert X.shape == shape and classes.size == n_classes
-        separable = [lp_separable(X[y == a], X[y == b])
-                     for i, a in enumerate(classes) for b in classes[i + 1:]]
+        separable = [
+            lp_separable(X[y == a], X[y == b])
+            for i, a in enumerate(classes)
+            for b in classes[i + 1 :]
+        ]
         assert not all(separable), f"HiGHS separates every class pair of {name}'s data"

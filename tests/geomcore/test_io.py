@@ -113,7 +113,11 @@ def test_dis_txt_exact_original_format(tmp_path):
     pairs = np.array([[0, 1], [0, 2], [1, 2]])
     gio.write_dis(path, pairs, [0, 1, 1], ["p.Agent", "B-PER"], [0.123456, 2.0, 0.0])
     # utahnlp/DirectProbe utils.write_convex_dis: '({a}-{b}, {c}-{d}): {e:0.4f}'
-    assert path.read_text() == "(0-p.Agent, 1-B-PER): 0.1235\n(0-p.Agent, 2-B-PER): 2.0000\n(1-B-PER, 2-B-PER): 0.0000\n"
+    assert (
+        path.read_text()
+        == "(0-p.Agent, 1-B-PER): 0.1235\n(0-p.Agent, 2-B-PER): 2.0000\n"
+        "(1-B-PER, 2-B-PER): 0.0000\n"
+    )
     assert gio.read_dis(path) == [
         (0, "p.Agent", 1, "B-PER", 0.1235),
         (0, "p.Agent", 2, "B-PER", 2.0),
@@ -126,7 +130,8 @@ def test_prediction_txt_exact_original_format(tmp_path):
     ranked = np.array([[1, 0, 2], [2, 1, 0]])
     dists = np.array([[0.0, 0.5, 1.25], [0.01, 3.0, 4.0]])
     gio.write_predictions(path, ["VERB", "ADJ"], ranked, dists, [0, 1, 1], ["NOUN", "VERB"])
-    # utahnlp/DirectProbe utils.write_predictions: gold, then '{cluster}-{label},{dist:0.4f}' tab-separated
+    # utahnlp/DirectProbe utils.write_predictions: gold, then
+    # '{cluster}-{label},{dist:0.4f}' tab-separated
     assert path.read_text() == (
         "VERB\t1-VERB,0.0000\t0-NOUN,0.5000\t2-VERB,1.2500\n"
         "ADJ\t2-VERB,0.0100\t1-VERB,3.0000\t0-NOUN,4.0000\n"

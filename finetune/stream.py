@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import geomcore
 import torch
 
 from finetune.embed import embed_layers
@@ -151,14 +153,7 @@ def layers_label_distances(
     layers: list[Any], label_ids: np.ndarray, *, progress: bool = False,
     warm: list[Any] | None = None,
 ) -> list[Any]:
-    """``geomcore.distances.label_distances`` of several layers in one engine call.
-
-    Every layer's label point sets and label pairs go to the pair solver
-    together, so the batches are larger and a fresh process compiles each
-    padded shape once for all layers instead of once per layer. Each pair is
-    solved and certified on its own points (the solver's tolerances are
-    relative to each pair's own scale), so layer k's result equals
-    ``label_distances(layers[k], label_ids)`` up to float rounding.
+    """:func:`geomcore.label_distances_layers` of the layers of one split.
 
     Args:
       layers: K arrays (n, D) (numpy or torch; read through DLPack), same rows.
@@ -166,51 +161,17 @@ def layers_label_distances(
       progress: show the engine's progress bar over label pairs.
       warm: None, or K earlier results (None entries allowed) of the same
         rows, e.g. this split's previous probe: layer k's pairs start from
-        warm[k]'s supports (``label_distances``' ``warm_start``).
+        warm[k]'s supports; a layer without one starts from the layer below's
+        result of this call.
 
     Returns:
-      K :class:`geomcore.distances.LabelDistances`, labels = the sorted ids
-      present, with their supports.
+      K :class:`geomcore.LabelDistances`, labels = the sorted ids present,
+      with their supports.
     """
-    from geomcore._validate import as_points
-    from geomcore.distances import LabelDistances, label_pair_supports
-    from geomcore.solvers.pairs import solve_pairs
-
     label_ids = np.asarray(label_ids, dtype=np.int64)
-    present, inv = np.unique(label_ids, return_inverse=True)
-    L = present.size
-    order = np.argsort(inv, kind="stable")
-    bounds = np.searchsorted(inv[order], np.arange(L + 1))
-    iu, ju = np.triu_indices(L, k=1)
-    sets: list[np.ndarray] = []
-    pairs = []
-    for k, X in enumerate(layers):
-        Xk = as_points(X, f"layers[{k}]")
-        if Xk.shape[0] != label_ids.shape[0]:
-            raise ValueError(
-                f"layers[{k}] has {Xk.shape[0]} rows but label_ids has {label_ids.shape[0]}."
-            )
-        sets.extend(Xk[order[bounds[i] : bounds[i + 1]]] for i in range(L))
-        pairs.append(np.stack([iu, ju], axis=1) + k * L)
-    starts = None
-    if warm is not None:
-        if len(warm) != len(layers):
-            raise ValueError(f"`warm` has {len(warm)} entries for {len(layers)} layers.")
-        starts = [s for prev in warm for s in (label_pair_supports(prev, present) or [None] * iu.size)]
-    out = []
-    if iu.size and layers:
-        res = solve_pairs(sets, np.concatenate(pairs), mode="distance", progress=progress,
-                          warm=starts)
-    for k in range(len(layers)):
-        M = np.zeros((L, L))
-        S = np.zeros((L, L), bool)
-        if iu.size:
-            sl = slice(k * iu.size, (k + 1) * iu.size)
-            M[iu, ju] = M[ju, iu] = res.distance[sl]
-            S[iu, ju] = S[ju, iu] = res.separable[sl]
-        sup = res.supports[sl] if iu.size else ()
-        out.append(LabelDistances(present, M, S, None, sup))
-    return out
+    if not layers:
+        return []
+    return geomcore.label_distances_layers(layers, label_ids, progress=progress, warm_start=warm)
 
 
 def _record(X: Any, ld: Any, label_ids: np.ndarray, label_names: tuple[str, ...]) -> dict:

@@ -23,6 +23,7 @@ from geomcore.distances import (
     hull_distance,
     hull_distances,
     label_distances,
+    label_distances_layers,
     overlaps,
     point_hull_distances,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "inside_distances",
     "label_centroids",
     "label_distances",
+    "label_distances_layers",
     "label_pair_distances",
     "min_distance_per_label",
     "mlp_probe",

@@ -1,21 +1,22 @@
 """Public entry points for hull distances and overlap decisions.
 
 All functions validate on the host first (clear ValueError/TypeError), then
-hand float64 point sets to :func:`geomcore.solvers.pairs.solve_pairs`, which
+hand float64 point sets to :func:`geomcore.solvers.router.solve_pairs`, which
 iterates in centred, scaled float32 coordinates (float64 on request) and
 certifies every answer in float64. Distances are in the caller's units.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from geomcore._validate import as_groups, as_labels, as_points, check_tolerances
 from geomcore.results import HullResult, HullResults
 from geomcore.sharding import pair_sharding
-from geomcore.solvers.pairs import DEFAULT_RTOL, DEFAULT_TOL, solve_pairs
+from geomcore.solvers.params import DEFAULT_RTOL, DEFAULT_TOL, EngineParams
+from geomcore.solvers.router import solve_pairs
 
 __all__ = [
     "hull_distance",
@@ -25,6 +26,7 @@ __all__ = [
     "label_distances",
     "PointHullDistances",
     "LabelDistances",
+    "label_distances_layers",
 ]
 
 
@@ -44,6 +46,12 @@ def _check_options(tol, rtol, dtype):
     return tol, rtol, dt
 
 
+def _engine(path: str) -> EngineParams:
+    if path not in ("auto", "host", "device"):
+        raise ValueError(f"`path` must be 'auto', 'host' or 'device'; got {path!r}.")
+    return EngineParams(path=path)
+
+
 def _sharding(shard):
     if shard is None or shard is True:
         return pair_sharding()
@@ -60,6 +68,7 @@ def hull_distance(
     rtol: float | None = None,
     dtype: Any = None,
     max_iter: int = 20000,
+    path: str = "auto",
 ) -> HullResult:
     """Distance between conv(A) and conv(B): the hard-margin SVM margin width.
 
@@ -76,7 +85,12 @@ def hull_distance(
         ``(upper - lower) <= rtol * upper`` (default 1e-4).
       dtype: float32 (default) or float64 for the iterations; certificates
         are always computed in float64.
-      max_iter: iteration budget; past it the pair is decided by the exact LP.
+      max_iter: the device path's iteration budget; past it the pair is
+        decided by the exact LP.
+      path: "auto" (default: the host path on a CPU without sharding, the
+        device path on an accelerator or a sharded pair axis), "host" (exact
+        active-set solves on working sets, threads on the host) or "device"
+        (batched FISTA in JAX). Every path certifies the same way.
 
     Returns:
       :class:`HullResult` with ``lower <= distance <= upper`` certificates and
@@ -93,7 +107,7 @@ def hull_distance(
     A = as_points(A, "A")
     B = as_points(B, "B", width=A.shape[1])
     res = solve_pairs([A, B], np.array([[0, 1]]), mode="distance", tol=tol, rtol=rtol,
-                      dtype=dt, max_iter=max_iter)
+                      dtype=dt, max_iter=max_iter, params=_engine(path))
     return res.pair(0)
 
 
@@ -149,6 +163,7 @@ def hull_distances(
     rtol: float | None = None,
     dtype: Any = None,
     max_iter: int = 20000,
+    path: str = "auto",
     shard: Any = None,
     progress: bool = False,
     warm_start: HullResults | None = None,
@@ -160,7 +175,7 @@ def hull_distances(
       groups: (n,) integer group (cluster) id of each point.
       pairs: (m, 2) group ids; row k asks for dist(conv X[groups == pairs[k, 0]],
         conv X[groups == pairs[k, 1]]).
-      tol, rtol, dtype, max_iter: as in :func:`hull_distance`.
+      tol, rtol, dtype, max_iter, path: as in :func:`hull_distance`.
       shard: None/True: shard the pair axis over all JAX devices when there are
         several; False: one device; or a ``jax.sharding.Sharding``.
       progress: show a tqdm bar over pairs.
@@ -180,7 +195,8 @@ def hull_distances(
     X, sets, local = _prepare(X, groups, pairs)
     warm = _warm_supports(warm_start, local.shape[0])
     return solve_pairs(sets, local, mode="distance", tol=tol, rtol=rtol, dtype=dt,
-                       max_iter=max_iter, sharding=_sharding(shard), progress=progress, warm=warm)
+                       max_iter=max_iter, sharding=_sharding(shard), progress=progress, warm=warm,
+                       params=_engine(path))
 
 
 def _warm_supports(prev: Any, m: int) -> tuple | None:
@@ -204,6 +220,7 @@ def overlaps(
     tol: float | None = None,
     dtype: Any = None,
     max_iter: int = 20000,
+    path: str = "auto",
     shard: Any = None,
 ) -> np.ndarray | bool:
     """Do the hulls of the paired groups overlap? The decision only, no distance.
@@ -219,7 +236,7 @@ def overlaps(
     tol, _, dt = _check_options(tol, None, dtype)
     X, sets, local = _prepare(X, groups, pairs)
     res = solve_pairs(sets, local, mode="decide", tol=tol, any_only=any_only, dtype=dt,
-                      max_iter=max_iter, sharding=_sharding(shard))
+                      max_iter=max_iter, sharding=_sharding(shard), params=_engine(path))
     if any_only:
         return bool(np.any(~res.separable & (res.status != 4)))
     return ~res.separable
@@ -295,16 +312,16 @@ def _point_hull_matrix(P, hulls, *, tol, rtol, candidates=None, dtype=None, shar
 
 
 def _engine_point_hull(P, hulls, entries, *, tol, rtol, dtype=None, shard=None, progress=False):
-    """Distances of (point, hull) entries by the working-set engine."""
-    from geomcore.solvers.pairs import _solve_general
-
+    """Distances of (point, hull) entries by the working-set paths (not the
+    point-to-hull solver again: ``points_per_hull`` above any count)."""
     pts = np.unique(entries[:, 0])
     slot = {int(i): k for k, i in enumerate(pts)}
     sets = [P[i : i + 1] for i in pts] + list(hulls)
     pairs = np.stack([[slot[int(i)] for i in entries[:, 0]], pts.size + entries[:, 1]], axis=1)
-    res = _solve_general(sets, pairs, mode="distance", tol=tol, rtol=rtol,
-                         dtype=np.float32 if dtype is None else dtype,
-                         sharding=_sharding(shard), progress=progress)
+    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol,
+                      dtype=np.float32 if dtype is None else dtype,
+                      sharding=_sharding(shard), progress=progress,
+                      params=EngineParams(points_per_hull=pairs.shape[0] + 1))
     return np.asarray(res.distance, dtype=np.float64)
 
 
@@ -346,6 +363,7 @@ def label_distances(
     shard: Any = None,
     progress: bool = False,
     warm_start: LabelDistances | None = None,
+    path: str = "auto",
 ) -> LabelDistances:
     """The (L x L) matrix of hull distances between the points of each label.
 
@@ -356,9 +374,8 @@ def label_distances(
         same labels, at other coordinates (an earlier checkpoint of a model
         being fine-tuned, another layer): each label pair starts from its
         earlier support points and weights. Labels absent from it start cold.
-        Only speed depends on it: every answer is certified as in a cold
-        call. On PUD POS (4,000 words, 7 layers of the default model, 40
-        fine-tuning steps apart) it saves about half to two thirds of the time.
+        Only speed depends on it: every answer is certified as in a cold call.
+      tol, rtol, dtype, shard, path: as in :func:`hull_distances`.
 
     Returns:
       :class:`LabelDistances` in sorted label order.
@@ -366,20 +383,83 @@ def label_distances(
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X = as_points(X, "X")
     y = as_labels(labels, X.shape[0], "labels")
+    return _label_distances(X, y, tol=tol, rtol=rtol, dtype=dt, shard=shard, progress=progress,
+                            warm_start=warm_start, params=_engine(path))
+
+
+def _label_distances(X, y, *, tol, rtol, dtype, shard, progress, warm_start, params) -> LabelDistances:
     uniq, inv = np.unique(y, return_inverse=True)
     L = uniq.size
     iu, ju = np.triu_indices(L, k=1)
     pairs = np.stack([iu, ju], axis=1)
     by_id, _ = _group_sets(X, inv.astype(np.int64))
     sets = [by_id[k] for k in range(L)]
-    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dt,
+    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dtype,
                       sharding=_sharding(shard), progress=progress,
-                      warm=label_pair_supports(warm_start, uniq))
+                      warm=label_pair_supports(warm_start, uniq), params=params)
     M = np.zeros((L, L))
     S = np.zeros((L, L), bool)
     M[iu, ju] = M[ju, iu] = res.distance
     S[iu, ju] = S[ju, iu] = res.separable
     return LabelDistances(uniq, M, S, res, res.supports)
+
+
+def label_distances_layers(
+    layers: Sequence[Any],
+    labels: Any,
+    *,
+    tol: float | None = None,
+    rtol: float | None = None,
+    dtype: Any = None,
+    shard: Any = None,
+    progress: bool = False,
+    warm_start: Sequence[LabelDistances | None] | None = None,
+    chain: bool = True,
+    path: str = "auto",
+) -> list[LabelDistances]:
+    """:func:`label_distances` of several layers (or checkpoints) of the same examples.
+
+    The layers of one model move little from one to the next, so each layer's
+    label pairs can start from the supports of the layer before it
+    (``chain``): on PUD POS (7 layers of the default model) the later layers
+    then need fewer rounds. ``warm_start`` (one entry per layer, None allowed;
+    for instance the same layers at an earlier checkpoint) takes precedence
+    over the chain. Every answer is certified as in a cold call; only the
+    speed depends on the starts.
+
+    Args:
+      layers: K arrays (n, d), the same n examples (rows) in each.
+      labels: (n,) labels of the rows.
+      warm_start: None or K earlier results (None entries allowed).
+      chain: start a layer without its own warm start from the previous
+        layer's result.
+      tol, rtol, dtype, shard, progress, path: as in :func:`label_distances`.
+
+    Returns:
+      K :class:`LabelDistances`, in layer order.
+    """
+    tol, rtol, dt = _check_options(tol, rtol, dtype)
+    params = _engine(path)
+    if isinstance(layers, np.ndarray) and layers.ndim == 3:
+        layers = list(layers)
+    if not isinstance(layers, (list, tuple)):
+        raise TypeError(f"`layers` must be a list of (n, d) arrays; got {type(layers).__name__}.")
+    if warm_start is not None and len(warm_start) != len(layers):
+        raise ValueError(f"`warm_start` has {len(warm_start)} entries for {len(layers)} layers.")
+    out: list[LabelDistances] = []
+    y = None
+    for k, Xk in enumerate(layers):
+        X = as_points(Xk, f"layers[{k}]")
+        if y is None:
+            y = as_labels(labels, X.shape[0], "labels")
+        elif X.shape[0] != y.shape[0]:
+            raise ValueError(f"layers[{k}] has {X.shape[0]} rows; layers[0] has {y.shape[0]}.")
+        start = None if warm_start is None else warm_start[k]
+        if start is None and chain and out:
+            start = out[-1]
+        out.append(_label_distances(X, y, tol=tol, rtol=rtol, dtype=dt, shard=shard, progress=progress,
+                                    warm_start=start, params=params))
+    return out
 
 
 def label_pair_supports(prev: LabelDistances | None, labels: np.ndarray) -> list | None:

@@ -16,7 +16,7 @@ from sklearn.utils.multiclass import _ovr_decision_function, check_classificatio
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from geomcore.distances import _check_options
-from geomcore.solvers.pairs import solve_pairs
+from geomcore.solvers.router import solve_pairs
 
 __all__ = ["HardMarginSVC"]
 

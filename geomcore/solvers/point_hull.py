@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from geomcore.solvers.pairs import _bucket
+from geomcore.solvers.buckets import bucket
+from geomcore.solvers.projections import project_simplex_rows
 from geomcore.solvers.spectral import step_lipschitz
 
 __all__ = ["PointHullBatch", "point_hull_batch", "point_hull_ws_batch", "point_hull_matrix",
@@ -178,7 +179,7 @@ def point_hull_batch(
     while active.size and it < max_iter:
         Bk = B[:, active]
         Gy = G @ y
-        x_new = _project_simplex_rows((y - step * (Gy - Bk)).T).T
+        x_new = project_simplex_rows((y - step * (Gy - Bk)).T).T
         Gx = G @ x_new
         f = 0.5 * np.einsum("nm,nm->m", x_new, Gx) - np.einsum("nm,nm->m", x_new, Bk)
         # Adaptive restart (O'Donoghue & Candes): momentum off where f went up.
@@ -204,16 +205,6 @@ def _closed(U: np.ndarray, L: np.ndarray, rtol: float, decide: bool) -> np.ndarr
     return L > 0 if decide else U - L <= rtol * U
 
 
-def _project_simplex_rows(Y: np.ndarray) -> np.ndarray:
-    """Euclidean projection of every row of Y (..., n) onto the simplex."""
-    n = Y.shape[-1]
-    S = -np.sort(-Y, axis=-1)
-    css = np.cumsum(S, axis=-1) - 1.0
-    k = np.arange(1, n + 1, dtype=Y.dtype)
-    cond = S - css / k > 0
-    rho = n - 1 - np.argmax(cond[..., ::-1], axis=-1)
-    tau = np.take_along_axis(css, rho[..., None], axis=-1) / (rho[..., None] + 1)
-    return np.maximum(Y - tau, 0.0)
 
 
 def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *, rtol: float,
@@ -247,7 +238,7 @@ def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *
     live = np.ones(lam.shape[0], bool)
     it = 0
     while it < max_iter and live.any():
-        x_new = _project_simplex_rows(y - step[:, None] * (Gy - b))
+        x_new = project_simplex_rows(y - step[:, None] * (Gy - b))
         x_new[~live] = x[~live]
         Gx_new = np.einsum("akj,aj->ak", G, x_new)
         f = 0.5 * np.einsum("ak,ak->a", x_new, Gx_new) - np.einsum("ak,ak->a", x_new, b)
@@ -358,7 +349,7 @@ def point_hull_ws_batch(
         rows = np.arange(c0, min(m, c0 + chunk))
         Pa = Pc[rows]
         pp = np.einsum("ad,ad->a", Pa, Pa)
-        K = min(_bucket(k0), n)
+        K = min(bucket(k0), n)
         PX = Pa @ Xc.T  # (rows, n) <p, x_i>: the nearest members now, the linear terms each round
         D2 = sq[None, :] - 2.0 * PX
         idx = np.argpartition(D2, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (rows.size, 1))
@@ -401,7 +392,7 @@ def point_hull_ws_batch(
             n_support = int(support.sum(axis=1).max())
             if n_support + k_add > k_max:
                 break
-            K = min(_bucket(n_support + k_add), n)
+            K = min(bucket(n_support + k_add), n)
             np.put_along_axis(prio, idx, np.where(support, np.inf, prio[np.arange(prio.shape[0])[:, None], idx]),
                               axis=1)
             new = np.argpartition(-prio, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (act.size, 1))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["projection_simplex_masked"]
+__all__ = ["projection_simplex_masked", "project_simplex_rows"]
 
 
 def projection_simplex_masked(y: jax.Array, mask: jax.Array, max_steps: int = 64) -> jax.Array:
@@ -58,3 +59,16 @@ def projection_simplex_masked(y: jax.Array, mask: jax.Array, max_steps: int = 64
     tau, new, _ = jax.lax.while_loop(cond, body, (tau0, update(tau0), 0))
     tau = jnp.maximum(tau, new)
     return jnp.where(mask, jnp.maximum(y - tau, 0.0), 0.0)
+
+
+def project_simplex_rows(Y: np.ndarray) -> np.ndarray:
+    """Euclidean projection of every row of Y (..., n) onto the simplex (numpy,
+    sort-based: the host solvers' twin of :func:`projection_simplex_masked`)."""
+    n = Y.shape[-1]
+    S = -np.sort(-Y, axis=-1)
+    css = np.cumsum(S, axis=-1) - 1.0
+    k = np.arange(1, n + 1, dtype=Y.dtype)
+    cond = S - css / k > 0
+    rho = n - 1 - np.argmax(cond[..., ::-1], axis=-1)
+    tau = np.take_along_axis(css, rho[..., None], axis=-1) / (rho[..., None] + 1)
+    return np.maximum(Y - tau, 0.0)

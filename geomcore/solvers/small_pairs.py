@@ -34,8 +34,9 @@ import numpy as np
 from geomcore.results import Status
 from geomcore.solvers.certificates import certificate
 from geomcore.solvers.exact_lp import lp_decide
-from geomcore.solvers.pairs import _bucket, _pair_frame, _SetStats, _shared_point, _stats, valid_support
-from geomcore.solvers.point_hull import _project_simplex_rows
+from geomcore.solvers.buckets import bucket
+from geomcore.solvers.frames import pair_frame, set_stats, shared_point, valid_support
+from geomcore.solvers.projections import project_simplex_rows
 from geomcore.solvers.spectral import step_lipschitz
 
 __all__ = ["SMALL_MAX", "solve_small_pairs"]
@@ -57,7 +58,7 @@ def _project_blocks(Y: np.ndarray, mask: np.ndarray) -> np.ndarray:
     m, K = Y.shape
     # Padded entries are filled far below any real one, so they fall outside
     # the support and project to 0.
-    out = _project_simplex_rows(np.where(mask, Y, _NEG).reshape(2 * m, K // 2)).reshape(m, K)
+    out = project_simplex_rows(np.where(mask, Y, _NEG).reshape(2 * m, K // 2)).reshape(m, K)
     return np.where(mask, out, 0.0)
 
 
@@ -314,13 +315,13 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     not certified are left out for the working-set engine. ``escalate=False``
     leaves every uncertified pair out.
     """
-    stats: dict[int, _SetStats] = {}
+    stats: dict = {}
 
     def frame(i: int, j: int) -> tuple[np.ndarray, float]:
         for t in (i, j):
             if t not in stats:
-                stats[t] = _stats(sets[t])
-        return _pair_frame(stats[i], stats[j])
+                stats[t] = set_stats(sets[t])
+        return pair_frame(stats[i], stats[j])
 
     out: dict = {}
     n_escalated = 0
@@ -329,7 +330,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
     rows: dict[int, np.ndarray] = {}
     for k in idx:
         i, j = int(pairs[k, 0]), int(pairs[k, 1])
-        shared = _shared_point(rows, sets, i, j)
+        shared = shared_point(rows, sets, i, j)
         if shared is not None:
             # An identical point on both sides: u = v, an exact overlap.
             one = np.ones(1)
@@ -338,7 +339,7 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                            (np.array([shared[0]]), one, np.array([shared[1]]), one))
             continue
         # One padded size for both sides: few groups, at most 2x padding.
-        kk = _bucket(max(sets[i].shape[0], sets[j].shape[0]))
+        kk = bucket(max(sets[i].shape[0], sets[j].shape[0]))
         groups.setdefault(kk, []).append(int(k))
     d = sets[int(pairs[idx[0], 0])].shape[1] if len(idx) else 0
     for ka, ks in sorted(groups.items()):

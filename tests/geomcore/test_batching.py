@@ -13,31 +13,25 @@ import numpy as np
 
 import geomcore
 from geomcore.solvers.nearest_point import solve_padded
+from geomcore.solvers.params import DeviceParams, EngineParams
+from geomcore.solvers.router import solve_pairs
 from ground_truth import lp_separable
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_second_call_in_same_bucket_does_not_recompile(rng, monkeypatch):
-    # Pairs this small normally go to the batched small-pair solver (numpy, no
-    # compiles); this test is about the working-set engine's shapes, so it is
-    # switched off here.
-    import functools
+def test_second_call_in_same_bucket_does_not_recompile(rng):
+    # The device path's shapes: small pairs would go to the batched small-pair
+    # solver (no compiles), so it is switched off; one round per call, because
+    # how many pairs are left for a second round (and so the batch shape of
+    # that round) depends on the data, not on the buckets under test. Every
+    # set fits its first working set, so one round certifies.
+    params = EngineParams(path="device", small_max=0, device=DeviceParams(round_iter=20000))
 
-    import geomcore.solvers.pairs as pairs_mod
-    import geomcore.solvers.small_pairs as small_pairs
-
-    monkeypatch.setattr(small_pairs, "SMALL_MAX", 0)
-    # One round per call: how many pairs are left for a second round (and so
-    # the batch shape of that round) depends on the data, not on the buckets
-    # under test. Every set fits its first working set, so one round certifies.
-    monkeypatch.setattr(pairs_mod, "_solve_general",
-                        functools.partial(pairs_mod._solve_general, round_iter=20000))
     # Sets of 17..32 points fit one working-set bucket (K = 32); 3 pairs pad to 4.
     def run(sizes):
-        X = np.vstack([rng.normal(size=(n, 13)) + 0.8 * k for k, n in enumerate(sizes)])
-        g = np.repeat(np.arange(len(sizes)), sizes)
-        return geomcore.hull_distances(X, g, [[0, 1], [1, 2], [0, 2]])
+        sets = [rng.normal(size=(n, 13)) + 0.8 * k for k, n in enumerate(sizes)]
+        return solve_pairs(sets, np.array([[0, 1], [1, 2], [0, 2]]), params=params)
 
     start = solve_padded._cache_size()
     first = run([20, 30, 25])
@@ -68,26 +62,34 @@ _SCRIPT = textwrap.dedent(
     import numpy as np
     import jax
     import geomcore
-    import geomcore.solvers.pairs as gp
-    import geomcore.solvers.small_pairs as sp
-    # Tiny blocks (4 pairs at K = 8) so that the 28 pairs really spread over
-    # devices; small pairs would otherwise be solved on the host, unsharded.
-    gp._batch_floats = lambda: 384
-    sp.SMALL_MAX = 0
+    from geomcore.solvers.params import DeviceParams, EngineParams
+    from geomcore.solvers.router import solve_pairs
+    from geomcore.sharding import pair_sharding
     rng = np.random.default_rng(5)
     sizes = rng.integers(2, 70, size=8)
     X = np.vstack([rng.normal(size=(n, 6)) + 1.5 * rng.normal(size=6) for n in sizes])
     g = np.repeat(np.arange(8), sizes)
     iu, ju = np.triu_indices(8, 1)
-    shard = sys.argv[1] == "shard"
-    r = geomcore.hull_distances(X, g, np.stack([iu, ju], 1), shard=shard)
+    pairs = np.stack([iu, ju], 1)
+    sets = [X[g == k] for k in range(8)]
+    shard = pair_sharding() if sys.argv[1] == "shard" else None
+    # The device path with tiny blocks (4 pairs at K = 8), so that the 28
+    # pairs really spread over devices; small pairs would otherwise go to the
+    # unsharded small-pair solver.
+    dev = EngineParams(path="device", small_max=0, device=DeviceParams(batch_floats=384))
+    r = solve_pairs(sets, pairs, sharding=shard, params=dev)
     # The same points moved a little, started from r's supports.
     X2 = 1.1 * X + 0.05 * rng.normal(size=X.shape)
-    r2 = geomcore.hull_distances(X2, g, np.stack([iu, ju], 1), shard=shard, warm_start=r)
+    sets2 = [X2[g == k] for k in range(8)]
+    r2 = solve_pairs(sets2, pairs, sharding=shard, params=dev, warm=r.supports)
+    # The public call with its defaults (the host path on CPU, whatever the
+    # device count).
+    a = geomcore.hull_distances(X, g, pairs)
     print(json.dumps({"devices": jax.device_count(), "distance": r.distance.tolist(),
                       "lower": r.lower.tolist(), "sep": r.separable.tolist(),
                       "it": r.iterations.tolist(), "warm_distance": r2.distance.tolist(),
-                      "warm_it": r2.iterations.tolist()}))
+                      "warm_it": r2.iterations.tolist(), "auto": a.distance.tolist(),
+                      "auto_lower": a.lower.tolist(), "auto_it": a.iterations.tolist()}))
     """
 )
 
@@ -112,3 +114,7 @@ def test_sharded_over_4_devices_is_identical_to_one():
     # Warm starts too: same start, same answer, on one device or four.
     assert one["warm_distance"] == four["warm_distance"]
     assert one["warm_it"] == four["warm_it"]
+    # The default call: identical on one device or four.
+    assert one["auto"] == four["auto"]
+    assert one["auto_lower"] == four["auto_lower"]
+    assert one["auto_it"] == four["auto_it"]

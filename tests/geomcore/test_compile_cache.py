@@ -31,7 +31,7 @@ def _entries(d: Path) -> set[str]:
 
 
 def test_cli_fills_the_cache_once_and_reuses_it(tmp_path):
-    # Two labels of 200 points each: the working-set engine (a JAX program).
+    # Two labels of 200 points each on the device path (a JAX program).
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 4.0])
     np.save(tmp_path / "X.npy", X)
@@ -39,7 +39,7 @@ def test_cli_fills_the_cache_once_and_reuses_it(tmp_path):
     cache = tmp_path / "cache"
     cli = ("from geomcore.cli import main; "
            "raise SystemExit(main(['distances', '--train', 'X.npy', '--train-labels', 'y.txt', "
-           "'--out', 'd.json']))")
+           "'--out', 'd.json', '--path', 'device']))")
     _run(cli, {"GEOMCORE_COMPILATION_CACHE": str(cache)}, tmp_path)
     first = _entries(cache)
     assert first, "the first run wrote no compiled program"

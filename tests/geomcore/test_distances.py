@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import geomcore
 from geomcore import Status
-from geomcore.solvers.pairs import solve_pairs
+from geomcore.solvers.params import DeviceParams, EngineParams
+from geomcore.solvers.router import solve_pairs
 from ground_truth import lp_separable, point_box_distance, qp_distance, simplices_at_gap
 
 
@@ -201,13 +202,15 @@ def test_budget_escalates_to_highs(rng):
     sep_B = rng.normal(size=(300, 10)) + 0.9
     for B in (sep_B, rng.normal(size=(300, 10)) + 0.2):
         truth = lp_separable(A, B)
-        res = solve_pairs([A, B], np.array([[0, 1]]), mode="decide", max_iter=1, max_rounds=1,
-                          working_set=8)
+        res = solve_pairs([A, B], np.array([[0, 1]]), mode="decide", max_iter=1,
+                          params=EngineParams(path="device",
+                                              device=DeviceParams(max_rounds=1, working_set=8)))
         if res.status[0] == Status.EXACT_LP:
             assert res.n_escalated == 1
         assert bool(res.separable[0]) == truth
     # With no budget at all the LP must decide every undecided pair, and count it.
-    res = solve_pairs([A, sep_B], np.array([[0, 1]]), mode="distance", max_iter=0, max_rounds=0)
+    res = solve_pairs([A, sep_B], np.array([[0, 1]]), mode="distance", max_iter=0,
+                      params=EngineParams(path="device", device=DeviceParams(max_rounds=0)))
     assert res.status[0] == Status.EXACT_LP and res.n_escalated == 1
     assert bool(res.separable[0]) == lp_separable(A, sep_B)
 
@@ -247,7 +250,7 @@ def test_properties(seed, shift, d):
 
 
 def test_shared_point_finds_exact_common_rows_even_under_hash_collisions(rng, monkeypatch):
-    import geomcore.solvers.pairs as gp
+    from geomcore.solvers.frames import shared_point
 
     def brute(A, B):
         return {(i, j) for i in range(len(A)) for j in range(len(B)) if np.array_equal(A[i], B[j])}
@@ -258,11 +261,13 @@ def test_shared_point_finds_exact_common_rows_even_under_hash_collisions(rng, mo
     C = A[:1].copy()
     C[0, 0] = np.nextafter(C[0, 0], np.inf)  # one ulp away: not shared
     for X, Y in ((A, B), (A, C), (A, B[:7])):
-        got = gp._shared_point({}, [X, Y], 0, 1)
+        got = shared_point({}, [X, Y], 0, 1)
         want = brute(X, Y)
         assert (got is None) == (not want) and (got is None or got in want)
     # Every row hashes alike: candidates are checked exactly, then the exact
     # fallback decides.
-    monkeypatch.setattr(gp, "_row_hashes", lambda X: np.zeros(len(X), np.uint64))
-    assert gp._shared_point({}, [A, B], 0, 1) == (13, 7)
-    assert gp._shared_point({}, [A, C], 0, 1) is None
+    def same(X):
+        return np.zeros(len(X), np.uint64)
+
+    assert shared_point({}, [A, B], 0, 1, hashes=same) == (13, 7)
+    assert shared_point({}, [A, C], 0, 1, hashes=same) is None

@@ -107,7 +107,17 @@ def test_engine_escalation_certifies_overlap_and_thin_gaps(rng, gap):
     assert not lp_separable(C, D)
     X = np.vstack([A, B, C, D])
     g = np.repeat([0, 1, 2, 3], [len(A), len(B), len(C), len(D)])
-    res = hull_distances(X, g, np.array([[0, 1], [2, 3]]), max_iter=1)
+    # The host path solves both exactly (no budget to exhaust); the device
+    # path, held to one iteration, must escalate both to the LP.
+    host = hull_distances(X, g, np.array([[0, 1], [2, 3]]), path="host")
+    assert host.n_escalated == 0
+    assert host.status[1] == Status.OVERLAP and not host.separable[1]
+    assert host.upper[1] <= 1e-6 * host.scale[1]
+    if gap > 1e-6 * host.scale[0]:
+        assert host.status[0] == Status.CERTIFIED and abs(host.distance[0] - gap) <= 1e-4 * gap
+    else:  # closer than tol x scale: overlapping by the contract, with the segment to show it
+        assert host.status[0] == Status.OVERLAP and gap <= host.upper[0] <= 1e-6 * host.scale[0]
+    res = hull_distances(X, g, np.array([[0, 1], [2, 3]]), max_iter=1, path="device")
     assert res.status.tolist() == [Status.EXACT_LP, Status.EXACT_LP]
     assert res.n_escalated == 2
     assert res.separable.tolist() == [True, False]
@@ -169,7 +179,11 @@ def test_engine_finishes_thin_pairs_with_the_interior_point_svm():
     QP distance in far fewer iterations than with it switched off (qp_after
     huge), so the finish is what closed the gap."""
     from geomcore import Status
-    from geomcore.solvers.pairs import solve_pairs
+    from geomcore.solvers.params import DeviceParams, EngineParams
+    from geomcore.solvers.router import solve_pairs
+
+    def device(qp_after):
+        return EngineParams(path="device", device=DeviceParams(qp_after=qp_after))
 
     rng = np.random.default_rng(5)
     A = rng.normal(size=(600, 60))
@@ -177,11 +191,11 @@ def test_engine_finishes_thin_pairs_with_the_interior_point_svm():
     B[:, 0] += 4.2
     truth = qp_distance(A, B)
     pair = np.array([[0, 1]])
-    res = solve_pairs([A, B], pair, mode="distance", rtol=1e-6, qp_after=300, max_iter=5000)
+    res = solve_pairs([A, B], pair, mode="distance", rtol=1e-6, max_iter=5000, params=device(300))
     assert res.status[0] == Status.CERTIFIED
     assert abs(res.distance[0] - truth) <= 1e-6 * truth
     assert res.lower[0] <= truth * (1 + 1e-9) and res.upper[0] >= truth * (1 - 1e-9)
-    off = solve_pairs([A, B], pair, mode="distance", rtol=1e-6, qp_after=10**9, max_iter=5000)
+    off = solve_pairs([A, B], pair, mode="distance", rtol=1e-6, max_iter=5000, params=device(10**9))
     assert off.status[0] == Status.CERTIFIED and abs(off.distance[0] - truth) <= 1e-6 * truth
     # 813 vs 2,380 iterations here (the first-order engine alone needed
     # thousands more before its rounds were shortened to 200 iterations).

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import geomcore
 from geomcore.solvers.nearest_point import solve_padded, solve_padded_gram
 from ground_truth import lp_separable, qp_distance
 
@@ -67,18 +66,18 @@ def test_kernel_distances_and_decisions_match_ground_truth(rng, kernel):
         assert float(dec.lower[r]) <= truth * (1 + 1e-4) + 1e-5
 
 
-def test_engine_takes_the_gram_kernel_for_small_working_sets_and_does_not_recompile(rng, monkeypatch):
+def test_engine_takes_the_gram_kernel_for_small_working_sets_and_does_not_recompile(rng):
     """Working sets of K <= d / 2 go to the Gram kernel (here K = 32, d = 80);
     a second call with other sizes in the same bucket reuses its compile, and
     at d = 40 the same sets go to the kernel on the points."""
-    import geomcore.solvers.small_pairs as small_pairs
+    from geomcore.solvers.params import EngineParams
+    from geomcore.solvers.router import solve_pairs
 
-    monkeypatch.setattr(small_pairs, "SMALL_MAX", 0)
+    params = EngineParams(path="device", small_max=0)
 
     def run(sizes, d=80):
-        X = np.vstack([rng.normal(size=(n, d)) + 0.8 * k for k, n in enumerate(sizes)])
-        g = np.repeat(np.arange(len(sizes)), sizes)
-        return geomcore.hull_distances(X, g, [[0, 1], [1, 2], [0, 2]])
+        sets = [rng.normal(size=(n, d)) + 0.8 * k for k, n in enumerate(sizes)]
+        return solve_pairs(sets, np.array([[0, 1], [1, 2], [0, 2]]), params=params)
 
     start_points, start_gram = solve_padded._cache_size(), solve_padded_gram._cache_size()
     first = run([20, 30, 25])

@@ -116,23 +116,25 @@ def test_nearest_clusters_agrees_with_brute_force(rng):
     assert nearest[-1] == 2 and dist[-1] == 0.0
 
 
-@pytest.mark.parametrize("route", ["point_hull", "small_pairs"])
+@pytest.mark.parametrize("route", ["point_hull", "small_pairs", "host"])
 @pytest.mark.parametrize("mode", ["distance", "decide"])
-def test_engine_pairs_with_a_single_point_side(rng, mode, route, monkeypatch):
+def test_engine_pairs_with_a_single_point_side(rng, mode, route):
     """Pairs (point, hull), (hull, point) and (point, point) inside the engine,
     through the shared-Gram path (a hull meeting many single points) or the
     small-pair batches (a hull meeting few): same answers as the QP, a
     hyperplane w.x = b that separates A (w.a >= b) from B (w.b <= b), and the
     statuses of the engine."""
     from geomcore import Status
-    from geomcore.solvers import pairs as pairs_mod
-    from geomcore.solvers.pairs import solve_pairs
+    from geomcore.solvers.params import EngineParams
+    from geomcore.solvers.router import solve_pairs
 
-    monkeypatch.setattr(pairs_mod, "_POINTS_PER_HULL", 1 if route == "point_hull" else 8)
+    params = {"point_hull": EngineParams(points_per_hull=1),
+              "small_pairs": EngineParams(path="device"),
+              "host": EngineParams(path="host")}[route]
     H = rng.normal(size=(25, 6))
     sets = [H, rng.normal(size=(1, 6)) * 4, rng.normal(size=(1, 6)) * 4, H[3:4], H[:5].mean(0, keepdims=True)]
     pairs = np.array([[1, 0], [0, 2], [1, 2], [3, 0], [0, 4]])
-    res = solve_pairs(sets, pairs, mode=mode, tol=1e-6, rtol=1e-6)
+    res = solve_pairs(sets, pairs, mode=mode, tol=1e-6, rtol=1e-6, params=params)
     for k, (i, j) in enumerate(pairs):
         A, B = sets[i], sets[j]
         t = qp_distance(A, B) if lp_separable(A, B) else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from geomcore import Status
-from geomcore.solvers.pairs import solve_pairs
+from geomcore.solvers.router import solve_pairs
 from geomcore.solvers.small_pairs import solve_small_pairs
 from ground_truth import lp_separable, qp_distance, simplices_at_gap
 

@@ -1,23 +1,27 @@
-"""The pair driver: working sets, batched iterations, float64 verification, LP escalation.
+"""The device path: batched FISTA on padded working sets (JAX), float64 verification, LP escalation.
 
 For each pair (A, B) the solver keeps a working set: a few points of each side.
 A round solves the nearest-point problem on the working sets of all active
 pairs at once (:func:`geomcore.solvers.nearest_point.solve_padded`, padded
 into bucketed shapes so compiles stay few), then verifies the resulting w in
-float64 on *all* points of both sets (:func:`certificates.certify`). The
-certificates are valid whatever the working set: U is the distance between
-two actual hull points and L the width of the slab that w defines on the full
-sets. A pair ends when
+float64 on *all* points of both sets (:func:`certificates.certificate`, one
+product per set: :mod:`pricing`). The certificates are valid whatever the
+working set: U is the distance between two actual hull points and L the width
+of the slab that w defines on the full sets. A pair ends when
 
 - ``decide`` mode: L > 0 (separable) or U <= tol * scale (overlap);
 - ``distance`` mode: U <= tol * scale (overlap) or (U - L) <= rtol * U;
 
 otherwise the points that violate w's slab are added to its working set and
-the round repeats, warm-started. The optimum depends only on the support
-points, which are few, so working sets stay small next to the sets
-(DESIGN.md section 5: "solve on the support plus violators, verify on all
-points"). Pairs still undecided after ``max_iter`` iterations or
-``max_rounds`` rounds are decided by the exact LP (:mod:`exact_lp`) and counted.
+the round repeats, warm-started. Pairs still undecided after ``max_iter``
+iterations or ``max_rounds`` rounds are decided by the exact LP
+(:mod:`exact_lp`) and counted.
+
+Every device gets blocks of the same shape whether there is one device or
+many, so results are bitwise identical across device counts. This is the
+path for accelerators and for sharded runs; on a CPU without sharding the
+router sends these pairs to the host path (:mod:`working_set`), which needs
+far fewer passes (see docs/design.md).
 """
 
 from __future__ import annotations
@@ -30,54 +34,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from geomcore.results import PAIR_FIELDS, HullResults, Status
-from geomcore.solvers.certificates import (add_violators, certificate, convex_weights, hull_points,
-                                           most_violating)
+from geomcore.results import HullResults, Status
+from geomcore.solvers.buckets import batch_floats, bucket, bucket4, floor4
+from geomcore.solvers.certificates import add_violators, convex_weights, hull_points, most_violating
 from geomcore.solvers.exact_lp import lp_decide
+from geomcore.solvers.frames import initial_working_set, pair_frame, set_stats, shared_point, valid_support
 from geomcore.solvers.nearest_point import solve_padded, solve_padded_gram, use_gram
+from geomcore.solvers.params import DEFAULT_RTOL, DEFAULT_TOL, DeviceParams
+from geomcore.solvers.pricing import certify_all
 from geomcore.solvers.svm_ipm import svm_ipm
 
-__all__ = ["solve_pairs", "DEFAULT_TOL", "DEFAULT_RTOL"]
+__all__ = ["solve_device"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOL = 1e-6
-DEFAULT_RTOL = 1e-4
 _MIN_K = 8
-
-
-def _batch_floats() -> int:
-    """Padded floats per batch. On CPU the iteration is bound by memory
-    bandwidth, so batches are kept within the last-level cache (8 MB in
-    float32); accelerators want large batches (256 MB)."""
-    return (1 << 21) if jax.default_backend() == "cpu" else (1 << 26)
-
-
-def _bucket(n: int, floor: int = 1) -> int:
-    """Smallest power of 2 >= n (and >= floor): working-set sizes."""
-    return max(floor, 1 << (max(int(n), 1) - 1).bit_length())
-
-
-def _bucket4(n: int) -> int:
-    """Smallest power of 4 >= n: batch sizes (fewer shapes, fewer compiles)."""
-    b = 1
-    while b < n:
-        b *= 4
-    return b
-
-
-def _floor4(n: int) -> int:
-    """Largest power of 4 <= n (at least 1)."""
-    b = 1
-    while b * 4 <= n:
-        b *= 4
-    return b
-
-
-@dataclass
-class _SetStats:
-    mean: np.ndarray
-    radius: float
 
 
 @dataclass(eq=False)
@@ -101,86 +72,7 @@ class _Pair:
     lp_w: np.ndarray | None = field(default=None)
     lp_upper: float = np.inf
     qp_tried: bool = False
-    round_iter: int = 500  # iterations per round (set by _solve_general: cold or warm start)
-
-
-def _shared_point(rows: dict, sets, i: int, j: int):
-    """Indices (in A, in B) of a point present in both sets, or None.
-
-    Each set's rows are hashed once (64 bits of their float64 bytes, cached in
-    ``rows``); a common hash is confirmed by comparing the rows exactly, and
-    in the (astronomically unlikely) case that no common hash is a real
-    match, the rows are compared exactly through one sort of their bytes.
-    """
-    for s in (i, j):
-        if s not in rows:
-            rows[s] = _row_hashes(sets[s])
-    common, ka, kb = np.intersect1d(rows[i], rows[j], assume_unique=False, return_indices=True)
-    if common.size == 0:
-        return None
-    A, B = sets[i], sets[j]
-    for a, b in zip(ka, kb):
-        if np.array_equal(A[a], B[b]):
-            return int(a), int(b)
-    exact = [np.ascontiguousarray(X).view(np.dtype((np.void, 8 * X.shape[1]))).ravel() for X in (A, B)]
-    common, ka, kb = np.intersect1d(*exact, return_indices=True)
-    return (int(ka[0]), int(kb[0])) if common.size else None
-
-
-def _row_hashes(X: np.ndarray) -> np.ndarray:
-    """(n,) uint64 hash of each row's float64 bytes (equal rows, equal hashes).
-
-    -0.0 and 0.0 differ in bytes and hash differently, as in the exact
-    comparison the engine used before (equal bytes).
-    """
-    V = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64)
-    # Odd multipliers per column, summed with wrap-around, then mixed.
-    mult = (np.arange(1, V.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        h = (V * mult).sum(axis=1, dtype=np.uint64)
-        h ^= h >> np.uint64(31)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(29)
-    return h
-
-
-def _stats(X: np.ndarray) -> _SetStats:
-    mu = X.mean(axis=0)
-    r = float(np.sqrt(((X - mu) ** 2).sum(axis=1).max()))
-    return _SetStats(mu, r)
-
-
-def _pair_frame(si: _SetStats, sj: _SetStats) -> tuple[np.ndarray, float]:
-    """The pair's centre (midpoint of the means) and radius R (every point of
-    both sets lies within R of it; 1.0 for two identical points). The scale
-    of ``tol`` is 2R."""
-    center = 0.5 * (si.mean + sj.mean)
-    radius = max(si.radius + float(np.linalg.norm(si.mean - center)),
-                 sj.radius + float(np.linalg.norm(sj.mean - center)))
-    return center, radius if radius > 0 else 1.0
-
-
-def _initial_working_set(X: np.ndarray, direction: np.ndarray, k: int, lowest: bool) -> np.ndarray:
-    if X.shape[0] <= k:
-        return np.arange(X.shape[0])
-    s = X @ direction
-    idx = np.argpartition(s if lowest else -s, k - 1)[:k]
-    return np.sort(idx)
-
-
-def valid_support(start, na: int, nb: int):
-    """An earlier support ``(ia, a, ib, b)`` checked against sets of na and nb
-    points (distinct in-range integer indices, positive weights), with the
-    weights normalised to sum 1 per side; None if it does not fit (or is None)."""
-    if start is None:
-        return None
-    ia, a, ib, b = (np.asarray(x) for x in start)
-    for idx, wt, n in ((ia, a, na), (ib, b, nb)):
-        if (idx.ndim != 1 or idx.shape != wt.shape or idx.size == 0 or idx.dtype.kind not in "iu"
-                or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size
-                or not np.all(wt > 0)):
-            return None
-    return ia, a / a.sum(), ib, b / b.sum()
+    round_iter: int = 500  # iterations per round (cold or warm start)
 
 
 def _warm_working_set(A: np.ndarray, B: np.ndarray, start, k: int):
@@ -201,8 +93,8 @@ def _warm_working_set(A: np.ndarray, B: np.ndarray, start, k: int):
     w = a0 @ A[ia0] - b0 @ B[ib0]
     if not np.any(w):
         return None
-    ia = np.union1d(ia0, _initial_working_set(A, w, max(_MIN_K, k - ia0.size), lowest=True))
-    ib = np.union1d(ib0, _initial_working_set(B, w, max(_MIN_K, k - ib0.size), lowest=False))
+    ia = np.union1d(ia0, initial_working_set(A, w, max(_MIN_K, k - ia0.size), lowest=True))
+    ib = np.union1d(ib0, initial_working_set(B, w, max(_MIN_K, k - ib0.size), lowest=False))
     a = np.zeros(ia.size)
     a[np.searchsorted(ia, ia0)] = a0
     b = np.zeros(ib.size)
@@ -245,7 +137,7 @@ def _run_batch(sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, de
     """
     dtype = chunks[0][0].dtype
     n_dev = sharding.num_devices if sharding is not None else 1
-    b = _bucket4(max(len(c) for c in chunks))
+    b = bucket4(max(len(c) for c in chunks))
     blocks = [_pad_block(sets, c, K, b, dtype) for c in chunks]
     blocks += [_empty_block(b, K, d, dtype) for _ in range(n_dev - len(chunks))]
     arrays = tuple(np.concatenate(parts, axis=0) for parts in zip(*blocks))
@@ -284,35 +176,8 @@ def _empty_block(b, K, d, dtype):
 
 
 def _certify_all(sets, plist: list[_Pair]) -> None:
-    """Float64 certificates for every pair in ``plist`` (sets ``p.cert``).
-
-    The scores <w, x> on all points are computed per set: one matrix product
-    ``X_s @ W^T`` with the w of every pair that involves set s, so each set is
-    read once per round however many pairs it is in (chunked over pairs to
-    bound memory).
-    """
-    ws, levels = [], []
-    for p in plist:
-        u, v = hull_points(sets[p.i], sets[p.j], p.ia, p.a, p.ib, p.b)
-        ws.append(u - v)
-        levels.append((u, v))
-    by_set: dict[int, list[tuple[int, int]]] = {}
-    for k, p in enumerate(plist):
-        by_set.setdefault(p.i, []).append((k, 0))
-        by_set.setdefault(p.j, []).append((k, 1))
-    scores: list[list] = [[None, None] for _ in plist]
-    for s, cols in by_set.items():
-        X = sets[s]
-        chunk = max(1, (1 << 24) // max(X.shape[0], 1))
-        for c0 in range(0, len(cols), chunk):
-            part = cols[c0 : c0 + chunk]
-            W = np.stack([ws[k] for k, _ in part], axis=1)
-            S = X @ W
-            for col, (k, side) in enumerate(part):
-                scores[k][side] = S[:, col]
-    for k, p in enumerate(plist):
-        u, v = levels[k]
-        p.cert = certificate(u, v, scores[k][0], scores[k][1])
+    """Float64 certificates of every pair in ``plist`` on all its points (``p.cert``)."""
+    certify_all(sets, plist, lambda p: hull_points(sets[p.i], sets[p.j], p.ia, p.a, p.ib, p.b))
 
 
 def _update(sets, p: _Pair, *, tol, rtol, decide, grow_floor) -> bool:
@@ -373,138 +238,7 @@ def _update(sets, p: _Pair, *, tol, rtol, decide, grow_floor) -> bool:
 
 # A hull meeting fewer single points than this goes to the small-pair solver
 # (when the pair is small enough for it).
-_POINTS_PER_HULL = 8
-
-
-def solve_pairs(
-    sets: Sequence[np.ndarray],
-    pairs: np.ndarray,
-    *,
-    mode: str = "distance",
-    tol: float = DEFAULT_TOL,
-    rtol: float = DEFAULT_RTOL,
-    any_only: bool = False,
-    dtype=np.float32,
-    sharding=None,
-    progress: bool = False,
-    warm: Sequence | None = None,
-    **budget,
-) -> HullResults:
-    """Hull distances or overlap decisions for many pairs of point sets.
-
-    Pairs with a single point on one side (test points, singleton clusters)
-    are solved together per hull by the shared-Gram solver
-    (:mod:`geomcore.solvers.point_hull`); pairs of at most SMALL_MAX points in
-    all are solved whole, in batches (:mod:`geomcore.solvers.small_pairs`);
-    both give the same certificates, scale and statuses. The rest, and any
-    pair those cannot certify within their budgets, go through the
-    working-set engine (:func:`_solve_general`, whose docstring lists
-    ``budget``'s keys). With ``any_only`` every pair takes the
-    general path, which can stop at the first overlap. ``warm`` (one entry
-    per pair, see :func:`_solve_general`) starts the working-set engine's and
-    the small-pair solver's pairs from earlier supports; ``supports`` of the
-    result are None for the pairs the point-to-hull solver finished.
-    """
-    if mode not in ("distance", "decide"):
-        raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    kw = dict(mode=mode, tol=tol, rtol=rtol, any_only=any_only, dtype=dtype, sharding=sharding,
-              progress=progress, **budget)
-    if warm is not None and len(warm) != pairs.shape[0]:
-        raise ValueError(f"`warm` has {len(warm)} entries for {pairs.shape[0]} pairs.")
-    if any_only or pairs.shape[0] == 0:
-        return _solve_general(sets, pairs, warm=warm, **kw)
-    from geomcore.solvers.small_pairs import SMALL_MAX, solve_small_pairs
-
-    sizes = np.array([sets[int(i)].shape[0] for i in range(len(sets))])
-    single = (sizes[pairs[:, 0]] == 1) | (sizes[pairs[:, 1]] == 1)
-    fits = sizes[pairs[:, 0]] + sizes[pairs[:, 1]] <= SMALL_MAX
-    if single.any():
-        # The point-to-hull solver pays off when many points meet one hull
-        # (test points against clusters); a hull that meets only a few single
-        # points (a singleton label among labels) is cheaper in the batches of
-        # the small-pair solver.
-        hull = np.where(sizes[pairs[:, 0]] == 1, pairs[:, 1], pairs[:, 0])
-        per_hull = np.bincount(hull[single], minlength=len(sets))
-        single &= ~(fits & (per_hull[hull] < _POINTS_PER_HULL))
-    small = ~single & fits
-    if not (single.any() or small.any()):
-        return _solve_general(sets, pairs, warm=warm, **kw)
-    fast = {}
-    n_escalated = 0
-    if single.any():
-        fast.update(_point_pairs(sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol,
-                                 decide=mode == "decide"))
-    if small.any():
-        solved, n_escalated = solve_small_pairs(sets, pairs, np.flatnonzero(small), tol=tol, rtol=rtol,
-                                                decide=mode == "decide", warm=warm)
-        fast.update(solved)
-    rest = np.setdiff1d(np.arange(pairs.shape[0]), np.fromiter(fast, np.int64, len(fast)))
-    d = sets[0].shape[1]
-    m = pairs.shape[0]
-    out = HullResults(np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m, bool), np.zeros((m, d)),
-                      np.zeros(m), np.zeros(m, np.int64), np.zeros(m, np.int8), np.zeros(m), 0)
-    supports = [None] * m
-    for k, row in fast.items():
-        for f, v in zip(PAIR_FIELDS, row):
-            getattr(out, f)[k] = v
-        if len(row) > len(PAIR_FIELDS):
-            supports[k] = row[len(PAIR_FIELDS)]
-    if rest.size:
-        res = _solve_general(sets, pairs[rest], warm=None if warm is None else [warm[k] for k in rest],
-                             **kw)
-        for f in PAIR_FIELDS:
-            getattr(out, f)[rest] = getattr(res, f)
-        n_escalated += res.n_escalated
-        for k, sup in zip(rest, res.supports):
-            supports[k] = sup
-    return out._replace(n_escalated=n_escalated, supports=tuple(supports))
-
-
-def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide) -> dict:
-    """Pairs ``pairs[idx]`` (one side a single point), solved per hull.
-
-    Returns {pair index: (distance, lower, upper, separable, w, b, iterations,
-    status, scale)} for the pairs certified; the others are left out.
-    """
-    from geomcore.solvers.point_hull import solve_point_hull
-
-    by_hull: dict[int, list[tuple[int, int, bool]]] = {}
-    for k in idx:
-        i, j = int(pairs[k, 0]), int(pairs[k, 1])
-        # The point is A (w = p - q) or B (w = q - p); a point-point pair puts the hull on B.
-        point_is_a = sets[i].shape[0] == 1
-        hull, point = (j, i) if point_is_a else (i, j)
-        by_hull.setdefault(hull, []).append((int(k), point, point_is_a))
-    out: dict = {}
-    for hull, items in by_hull.items():
-        X = sets[hull]
-        P = np.concatenate([sets[p] for _, p, _ in items], axis=0)
-        res = solve_point_hull(P, X, tol=tol, rtol=rtol, decide=decide)
-        S = X @ res.w.T  # (n, m) scores of the hull on each pair's w = p - q
-        sp = np.einsum("md,md->m", P, res.w)
-        for r, (k, _, point_is_a) in enumerate(items):
-            if not res.done[r]:
-                continue
-            inside = res.distance[r] == 0.0
-            U, L = float(res.upper[r]), float(res.lower[r])
-            sign = 1.0 if point_is_a else -1.0
-            w = sign * res.w[r]
-            # Slab of w: min over A of <w, a> and max over B of <w, b>.
-            if point_is_a:
-                smin, smax = sign * sp[r], sign * S[:, r].max()
-            else:
-                smin, smax = sign * S[:, r].min(), sign * sp[r]
-            if inside:
-                status = Status.OVERLAP
-            else:
-                status = Status.SEPARABLE if decide else Status.CERTIFIED
-            out[k] = (0.0 if inside else U, 0.0 if inside else L, U, not inside, w, 0.5 * (smin + smax),
-                      int(res.iterations[r]), int(status), float(res.scale[r]))
-    return out
-
-
-def _solve_general(
+def solve_device(
     sets: Sequence[np.ndarray],
     pairs: np.ndarray,
     *,
@@ -513,17 +247,13 @@ def _solve_general(
     rtol: float = DEFAULT_RTOL,
     any_only: bool = False,
     max_iter: int = 20000,
-    max_rounds: int | None = None,
-    round_iter: int | None = None,
-    working_set: int = 64,
-    lp_after: int | None = None,
-    qp_after: int = 3000,
     dtype=np.float32,
     sharding=None,
     progress: bool = False,
     warm: Sequence | None = None,
+    params: DeviceParams = DeviceParams(),
 ) -> HullResults:
-    """Hull distances or overlap decisions for many pairs of point sets.
+    """Hull distances or overlap decisions for many pairs of point sets (device path).
 
     Args:
       sets: float64 (n_i, d) arrays, already validated (finite, same d, n_i >= 1).
@@ -536,50 +266,21 @@ def _solve_general(
       any_only: "decide" only: stop the whole call at the first overlapping
         pair; pairs not finished get Status.SKIPPED.
       max_iter: iteration budget per pair (checked between rounds, so a pair
-        may overrun it by up to ``round_iter``); max_rounds: working-set rounds
-        per pair (default 40 in "decide" mode, 100 in "distance" mode). Pairs
-        over budget are decided by the exact LP (Status.EXACT_LP).
-      round_iter: iterations per round before the working set is re-verified
-        (default 500 in "decide" mode and for pairs started from ``warm``,
-        200 for the others in "distance" mode). A distance is certified on a
-        working set that has grown to hold the support, and a round that
-        iterates on an incomplete one is mostly wasted: from a cold start,
-        shorter rounds let the violators in sooner (PUD POS label
-        distances, all 136 pairs: layer 6 204,586 -> 125,674 iterations,
-        7.8-10.1 s -> 6.0-6.7 s; layer 1 162,594 -> 111,323, 9.8-10.3 s ->
-        7.1-8.2 s). A warm start's working set already holds most of the
-        support, and there rounds of 200 cost more than they save (full PUD
-        POS, 7 layers from a checkpoint 60 steps earlier: 22.5-26.1 s against
-        19.0-20.5 s with rounds of 500).
-      lp_after: a pair not yet certified separable after this many iterations
-        (default 1000 in "decide" mode, 4000 in "distance" mode: a decision
-        costs the interior-point LP about 0.1 s, less than thousands of
-        iterations; PUD POS L6 DirectProbe 147 s -> 131 s with the same
-        clusters) is decided by the exact LP (counted in ``n_escalated``); in "distance" mode a
-        separable one then goes on iterating to refine its distance. Nearly
-        touching or thinly overlapping hulls are where first-order iterations
-        slow down, and where the LP is decisive.
-      qp_after: "distance" mode: a pair known to be separable whose distance
-        is not certified after this many iterations is solved by the
-        interior-point SVM (:mod:`svm_ipm`) on its working set, verified on all
-        points like any other iterate (cutting planes: violators join, the
-        solve repeats). Thin separable pairs need thousands of first-order
-        iterations and 7-16 interior-point ones.
-      working_set: initial points per side.
+        may overrun it by up to one round).
       dtype: np.float32 (default) or np.float64 for the iterations
         (certificates are always float64).
       sharding: optional ``jax.sharding.Sharding`` for the pair axis.
       warm: optional, one entry per pair: None or ``(ia, a, ib, b)``, support
-        indices and weights of an earlier solution (``HullResults.supports``
-        of the same pairs on earlier coordinates of the same points). The pair
-        starts from those weights (:func:`_warm_working_set`) instead of the
-        centroid direction. Only the speed depends on it: the stopping rules
-        and certificates are the same.
+        indices and weights of an earlier solution. The pair starts from those
+        weights instead of the centroid direction; only the speed depends on it.
+      params: the path's budgets (:class:`DeviceParams`).
 
     Returns:
       :class:`HullResults`, distances in the units of ``sets``, with
       ``supports``.
     """
+    max_rounds, round_iter, working_set = params.max_rounds, params.round_iter, params.working_set
+    lp_after, qp_after = params.lp_after, params.qp_after
     if mode not in ("distance", "decide"):
         raise ValueError(f"mode must be 'distance' or 'decide', got {mode!r}")
     decide = mode == "decide"
@@ -593,16 +294,16 @@ def _solve_general(
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     m = pairs.shape[0]
     d = sets[0].shape[1] if len(sets) else 0
-    stats: dict[int, _SetStats] = {}
+    stats: dict = {}
     rows: dict[int, np.ndarray] = {}
     work: list[_Pair] = []
     for k, (i, j) in enumerate(pairs):
         for s in (i, j):
             if s not in stats:
-                stats[s] = _stats(sets[s])
+                stats[s] = set_stats(sets[s])
         si, sj = stats[i], stats[j]
-        center, radius = _pair_frame(si, sj)
-        shared = _shared_point(rows, sets, int(i), int(j))
+        center, radius = pair_frame(si, sj)
+        shared = shared_point(rows, sets, int(i), int(j))
         start = None
         if warm is not None and shared is None:
             start = _warm_working_set(sets[i], sets[j], warm[k], working_set)
@@ -620,8 +321,8 @@ def _solve_general(
             # certificate that first-order iterations only approach as O(1/k).
             ia, ib = np.array([shared[0]]), np.array([shared[1]])
         else:
-            ia = _initial_working_set(sets[i], direction, working_set, lowest=True)
-            ib = _initial_working_set(sets[j], direction, working_set, lowest=False)
+            ia = initial_working_set(sets[i], direction, working_set, lowest=True)
+            ib = initial_working_set(sets[j], direction, working_set, lowest=False)
         p = _Pair(int(i), int(j), center, radius, ia, ib,
                   np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype,
                   round_iter=cold_round)
@@ -675,11 +376,11 @@ def _solve_general(
         # Bucket by (dtype, K); chunk by memory.
         groups: dict[tuple, list[_Pair]] = {}
         for p in runnable:
-            K = _bucket(max(p.ia.size, p.ib.size), _MIN_K)
+            K = bucket(max(p.ia.size, p.ib.size), _MIN_K)
             groups.setdefault((np.dtype(p.dtype).name, K, p.round_iter), []).append(p)
         n_dev = sharding.num_devices if sharding is not None else 1
         for (dt, K, iters), plist in sorted(groups.items()):
-            per_batch = _floor4(max(1, _batch_floats() // (2 * K * d)))
+            per_batch = floor4(max(1, (params.batch_floats or batch_floats()) // (2 * K * d)))
             chunks = [plist[s : s + per_batch] for s in range(0, len(plist), per_batch)]
             # Full chunks go n_dev at a time; a partial chunk (another block
             # size) goes alone, so that block shapes never depend on n_dev.
@@ -736,8 +437,8 @@ def _escalate(sets, p: _Pair, decide: bool, tol: float) -> None:
         # Seed the cutting planes with the points most extreme along the
         # solver's direction: on PUD POS's escalated pairs this takes a
         # separable pair from 4-5 LP rounds to 1-2 (LP time -31% in all).
-        ia = np.union1d(ia, _initial_working_set(As, p.cert.w, _LP_SEED, lowest=True))
-        ib = np.union1d(ib, _initial_working_set(Bs, p.cert.w, _LP_SEED, lowest=False))
+        ia = np.union1d(ia, initial_working_set(As, p.cert.w, _LP_SEED, lowest=True))
+        ib = np.union1d(ib, initial_working_set(Bs, p.cert.w, _LP_SEED, lowest=False))
     # scale = 2 * radius, so tol * scale is 2 * tol in the scaled frame.
     res = lp_decide(As, Bs, ia, ib, overlap_tol=2.0 * tol)
     p.lp_checked = True
@@ -780,8 +481,8 @@ def _finish_qp(sets, p: _Pair, rtol: float) -> None:
     p.qp_tried = True
     As, Bs = _scaled(sets, p)
     w = p.cert.w
-    ia = np.union1d(p.ia[p.a > 0], _initial_working_set(As, w, _QP_SEED, lowest=True))
-    ib = np.union1d(p.ib[p.b > 0], _initial_working_set(Bs, w, _QP_SEED, lowest=False))
+    ia = np.union1d(p.ia[p.a > 0], initial_working_set(As, w, _QP_SEED, lowest=True))
+    ib = np.union1d(p.ib[p.b > 0], initial_working_set(Bs, w, _QP_SEED, lowest=False))
     for _ in range(_QP_ROUNDS):
         r = svm_ipm(As[ia], Bs[ib], rtol=rtol / 4)
         p.iterations += r.iterations

@@ -1,0 +1,52 @@
+"""Shared pricing: every pair's float64 certificates from one product per set.
+
+For a set s that m pairs involve, the scores of all its points on all m
+directions are one matrix product ``X_s @ [w_1 ... w_m]`` (read X_s once, not
+m times). Each pair's certificate (:func:`certificates.certificate`: U = ||w||,
+L = the slab width on all points, and the scores that name its violators)
+comes from its two columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geomcore.solvers.certificates import certificate
+
+__all__ = ["certify_all"]
+
+# Scores held at once per set (floats): bounds memory at n_s x m.
+_CHUNK_FLOATS = 1 << 24
+
+
+def pair_scores(sets, ij, ws) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Scores ``(X_i @ w_k, X_j @ w_k)`` of each pair k = (i, j) of ``ij`` on its
+    direction ``ws[k]``, from one product per set."""
+    by_set: dict[int, list[tuple[int, int]]] = {}
+    for k, (i, j) in enumerate(ij):
+        by_set.setdefault(i, []).append((k, 0))
+        by_set.setdefault(j, []).append((k, 1))
+    scores: list[list] = [[None, None] for _ in ij]
+    for s in sorted(by_set):
+        cols = by_set[s]
+        X = sets[s]
+        chunk = max(1, _CHUNK_FLOATS // max(X.shape[0], 1))
+        for c0 in range(0, len(cols), chunk):
+            part = cols[c0 : c0 + chunk]
+            W = np.stack([ws[k] for k, _ in part], axis=1)
+            S = X @ W
+            for col, (k, side) in enumerate(part):
+                scores[k][side] = S[:, col]
+    return [(a, b) for a, b in scores]
+
+
+def certify_all(sets, plist, hull_points) -> None:
+    """Set ``p.cert`` for every p in ``plist`` (objects with ``i``, ``j``).
+
+    ``hull_points(p)`` returns the float64 hull points (u, v) of p's weights.
+    """
+    levels = [hull_points(p) for p in plist]
+    ws = [u - v for u, v in levels]
+    scores = pair_scores(sets, [(p.i, p.j) for p in plist], ws)
+    for p, (u, v), (sa, sb) in zip(plist, levels, scores):
+        p.cert = certificate(u, v, sa, sb)

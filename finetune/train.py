@@ -234,7 +234,7 @@ def _save_warm(out_dir: Path, warm: dict) -> None:
 
 def _load_warm(out_dir: Path) -> dict:
     """The supports saved by :func:`_save_warm` as LabelDistances warm starts ({} if none)."""
-    from geomcore.distances import LabelDistances
+    from geomcore import LabelDistances
 
     path = out_dir / WARM_FILE
     if not path.exists():

@@ -33,8 +33,8 @@ def sample_flops(d: int, h1: int, h2: int, c: int) -> int:
 
 def grid_work(X, y, sizes, alphas, seed=0):
     """Per configuration (H1, H2, alpha, epochs, seconds, FLOP) of scikit-learn's
-    grid on the stratified 90% fit split (``bench.test_mlp_bench.sklearn_grid``)."""
-    from bench.test_mlp_bench import sklearn_grid
+    grid on the stratified 90% fit split (``bench.mlp_grid.sklearn_grid``)."""
+    from bench.mlp_grid import sklearn_grid
     from geomcore.mlp import validation_split
 
     _, codes = np.unique(y, return_inverse=True)
@@ -70,7 +70,7 @@ def jax_rate(d: int, batch: int = 200, models: int = 20, h1: int = 256, reps: in
 
 
 def main(argv=None) -> int:
-    from bench.test_mlp_bench import load_layer
+    from bench.mlp_grid import load_layer
     from geomcore.mlp import DEFAULT_ALPHAS, DEFAULT_HIDDEN_SIZES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -16,7 +16,7 @@ Model (one configuration, ``C`` classes, input width ``d``)::
 
 Loss of a mini-batch B (as scikit-learn's ``MLPClassifier``)::
 
-    L_B = -1/|B| sum_{i in B} log p_{y_i}(x_i)  +  alpha / (2 |B|) * (||W1||^2 + ||W2||^2 + ||W3||^2)
+    L_B = -1/|B| sum_{i in B} log p_{y_i}(x_i) + alpha/(2|B|) (||W1||^2 + ||W2||^2 + ||W3||^2)
 
 (biases are not penalised). Optimiser: Adam (``optax.adam``; lr 1e-3, betas
 0.9/0.999, eps 1e-8), mini-batches of ``min(200, n)`` from a fresh permutation
@@ -28,17 +28,22 @@ more than ``tol`` for more than ``n_iter_no_change`` consecutive epochs, or afte
 scikit-learn's ``_init_coef``: U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
 biases too.
 
-Batching. Models of different hidden sizes are padded to a common (H1, H2) and
-vmapped. Padded units carry zero weights and a zero mask; their activations are
-multiplied by the mask, so they are exactly zero, their weights get exactly zero
-gradient and zero L2 gradient, and Adam leaves them at exactly zero: a padded
-model computes the same function as the unpadded one. Early stopping is a
-per-model flag: a stopped model's parameters and optimiser state no longer
-change, and the epoch loop (``lax.while_loop`` inside ``jit``, run in chunks of
-epochs from the host so that progress can be shown) ends when every model has
-stopped. The data are padded to a bucketed number of mini-batches; the
-permutation of an epoch is drawn per point index (``fold_in``) so it depends only
-on the seed, the epoch and the true number of points, never on the padding.
+Batching. All models of a call train in one jitted program: models are grouped
+by exact shape (H1, H2), each group's parameters and Adam moments are stacked,
+and every mini-batch step loops over the group's models that are still
+training (``lax.while_loop`` over an active-first order), reading one model
+out of the stack, stepping it and writing it back in place. No model is
+padded, a stopped model costs nothing from the next epoch on, and the program
+does not change as models stop, so it compiles once per (grouping, data
+shape) and, with the persistent compilation cache
+(:mod:`geomcore.compile_cache`), once per machine. Epochs run in device loops
+(``lax.while_loop`` of ``lax.scan`` over mini-batches) with one host sync per
+chunk of epochs. The data stay on the device in float32, padded to a
+bucketed number of mini-batches; each mini-batch is an index gather. The
+permutation of an epoch is drawn per point index (``fold_in``) so it depends
+only on the seed, the epoch and the true number of points, never on the
+padding; models with the same seed (a grid search) share it and their
+mini-batches.
 
 Differences from scikit-learn worth knowing: two classes use a 2-way softmax
 (scikit-learn uses one logistic unit; same decision function family); optax's
@@ -205,7 +210,9 @@ def _check_hidden(hidden: Any, name: str) -> tuple[int, int]:
     try:
         h = tuple(hidden)
     except TypeError:
-        raise TypeError(f"`{name}` must be a pair (H1, H2) of positive ints; got {hidden!r}.") from None
+        raise TypeError(
+            f"`{name}` must be a pair (H1, H2) of positive ints; got {hidden!r}."
+        ) from None
     if len(h) != 2:
         raise ValueError(f"`{name}` must have exactly two hidden sizes (H1, H2); got {hidden!r}.")
     return (_check_int(h[0], f"{name}[0]", 1), _check_int(h[1], f"{name}[1]", 1))
@@ -270,21 +277,32 @@ def validation_split(
 
 
 def _forward(params, m1, m2, x):
-    """Logits (..., C) of one padded model; padded units are masked to exactly zero."""
+    """Logits (..., C) of one padded model; padded units are masked to exactly zero.
+
+    Used for prediction from the padded host copy (``_Trained``); training runs
+    on exact shapes (``_group_loss``).
+    """
     w1, b1, w2, b2, w3, b3 = params
     h1 = jax.nn.relu(x @ w1 + b1) * m1
     h2 = jax.nn.relu(h1 @ w2 + b2) * m2
     return h2 @ w3 + b3
 
 
-def _batch_loss(params, m1, m2, alpha, xb, yb, weight, count):
-    """Mean cross-entropy over the real points of a batch plus alpha/(2|B|) sum ||W||^2."""
-    logits = _forward(params, m1, m2, xb)
-    logp = jax.nn.log_softmax(logits, axis=-1)
+def _model_loss(params, alpha, xb, yb, weight, count):
+    """scikit-learn's loss of one model on one mini-batch.
+
+    Mean cross-entropy over the real points of the batch plus
+    alpha / (2 count) * (||W1||^2 + ||W2||^2 + ||W3||^2). Shapes: W1 (d, H1),
+    b1 (H1,), W2 (H1, H2), b2 (H2,), W3 (H2, C), b3 (C,); xb (B, d); yb (B,)
+    int; weight (B,) 1 for real points, 0 for padding; count = sum(weight).
+    """
+    w1, b1, w2, b2, w3, b3 = params
+    a1 = jax.nn.relu(xb @ w1 + b1)
+    a2 = jax.nn.relu(a1 @ w2 + b2)
+    logp = jax.nn.log_softmax(a2 @ w3 + b3, axis=-1)
     nll = -jnp.take_along_axis(logp, yb[:, None], axis=-1)[:, 0]
-    w1, _, w2, _, w3, _ = params
     l2 = jnp.sum(w1 * w1) + jnp.sum(w2 * w2) + jnp.sum(w3 * w3)
-    return jnp.sum(nll * weight) / count + 0.5 * alpha * l2 / count
+    return (nll @ weight) / count + 0.5 * alpha * l2 / count
 
 
 def _epoch_permutation(key, epoch, n_pad, n_real):
@@ -302,11 +320,19 @@ def _epoch_permutation(key, epoch, n_pad, n_real):
     return jnp.argsort(r, stable=True).astype(jnp.int32)
 
 
+class _Group(NamedTuple):
+    """Static description of one group: k models of one exact shape (H1, H2)."""
+
+    h1: int
+    h2: int
+    k: int
+
+
 class _State(NamedTuple):
-    params: tuple
-    opt_state: Any
-    epoch: jax.Array  # scalar int32: epochs run by this batch of models (the longest)
-    n_iter: jax.Array  # (M,) int32
+    params: tuple  # per group: (W1 (k,d,H1), b1 (k,H1), W2 (k,H1,H2), b2, W3 (k,H2,C), b3)
+    opt_state: tuple  # per group: optax Adam state, stacked per model (count (k,))
+    epoch: jax.Array  # scalar int32: epochs run (the longest-running model's)
+    n_iter: jax.Array  # (M,) int32, models in group order
     best: jax.Array  # (M,) float32
     no_improve: jax.Array  # (M,) int32
     active: jax.Array  # (M,) bool
@@ -320,68 +346,91 @@ def _optimizer(lr, b1, b2, eps):
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "batch_size", "n_batches", "chunk", "max_iter", "tol", "n_iter_no_change",
-        "lr", "b1", "b2", "eps", "shared",
+        "groups", "batch_size", "n_batches", "chunk", "max_iter", "tol", "n_iter_no_change",
+        "lr", "b1", "b2", "eps",
     ),
+    donate_argnums=(0,),
 )
 def _run_chunk(
-    state, keys, m1, m2, alpha, X, y, n_real, *,
-    batch_size, n_batches, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
-    shared=False,
+    state, keys, alpha, slot, X, y, n_real, *,
+    groups, batch_size, n_batches, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
 ):
-    """Run up to ``chunk`` epochs of all M models (vmapped); stop early when all stopped.
+    """Run up to ``chunk`` epochs of every model of every group; stop early when all stopped.
 
-    Shapes: X (n_pad, d) float32, y (n_pad,) int32, n_real scalar int32 (points
-    beyond it are padding), keys (M, 2) uint32, m1 (M, H1), m2 (M, H2), alpha (M,).
+    One compiled program per (groups, data shape): it does not change as models
+    stop. Shapes: X (n_pad, d) float32 resident on the device, y (n_pad,) int32,
+    n_real scalar int32 (rows beyond it are padding), keys (S, 2) uint32 (one
+    per distinct seed), alpha (M,) and slot (M,) int32 (each model's seed
+    index) in group order.
 
-    ``shared=True`` (the caller guarantees every key is equal, as in a grid
-    search with one seed): every model sees the same mini-batches, so the
-    permutation and the batch gather are computed once, and the first layer of
-    all M models is one matrix product of the shared batch with the stacked W1
-    (and so is its weight gradient) instead of M small ones. The result is the
-    same as with ``shared=False``; only the work changes.
+    The permutation of an epoch is drawn once per distinct seed; each
+    mini-batch is an index gather from the resident data. Within a step, each
+    group loops over its active models only (see ``group_step``).
     """
     opt = _optimizer(lr, b1, b2, eps)
     n_pad = X.shape[0]
     n_real_f = n_real.astype(jnp.float32)
+    offsets = np.cumsum([0] + [g.k for g in groups])
 
-    def model_step(p, s, xb, yb, mk1, mk2, a, active, weight, count):
-        loss, g = jax.value_and_grad(_batch_loss)(p, mk1, mk2, a, xb, yb, weight, count)
-        upd, s_new = opt.update(g, s, p)
-        p_new = optax.apply_updates(p, upd)
-        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731  (stopped: frozen)
-        return (
-            jax.tree_util.tree_map(keep, p_new, p),
-            jax.tree_util.tree_map(keep, s_new, s),
-            loss * count,
-        )
+    def group_step(g, params, opt_state, order, n_run, alpha_g, slot_g, xb, yb, weight, count):
+        """One mini-batch step of the first ``n_run`` models of ``order`` in group g.
 
-    data_axis = None if shared else 0
-    vstep = jax.vmap(
-        model_step, in_axes=(0, 0, data_axis, data_axis, 0, 0, 0, 0, None, None)
-    )
+        ``order`` lists the group's active models first, so the loop runs over
+        exactly the models still training: a stopped model costs nothing, and
+        the loop body is compiled once per shape, not once per model. Each
+        model is read out of the stacked arrays, stepped, and written back in
+        place (no branch on the big arrays, so nothing copies them).
+        """
+
+        def model(c):
+            i, p_all, s_all, part = c
+            j = order[i]
+            take = lambda a: jax.lax.dynamic_index_in_dim(a, j, keepdims=False)  # noqa: E731
+            p, s = jax.tree_util.tree_map(take, (p_all, s_all))
+            loss, grad = jax.value_and_grad(_model_loss)(
+                p, alpha_g[j], xb[slot_g[j]], yb[slot_g[j]], weight, count
+            )
+            upd, s = opt.update(grad, s, p)
+            p = optax.apply_updates(p, upd)
+            put = lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, j, 0)  # noqa: E731
+            p_all, s_all = jax.tree_util.tree_map(put, (p_all, s_all), (p, s))
+            return i + 1, p_all, s_all, part.at[j].set(loss * count)
+
+        init = (jnp.int32(0), params, opt_state, jnp.zeros((g.k,), jnp.float32))
+        _, p_all, s_all, part = jax.lax.while_loop(lambda c: c[0] < n_run, model, init)
+        return p_all, s_all, part
 
     def one_epoch(st: _State) -> _State:
-        if shared:
-            perms = _epoch_permutation(keys[0], st.epoch, n_pad, n_real)
-        else:
-            perms = jax.vmap(_epoch_permutation, in_axes=(0, None, None, None))(
-                keys, st.epoch, n_pad, n_real
-            )
+        perms = jax.vmap(_epoch_permutation, in_axes=(0, None, None, None))(
+            keys, st.epoch, n_pad, n_real
+        )  # (S, n_pad)
+
+        # Per group: its active models first (the set changes only between epochs).
+        orders, n_active = [], []
+        for gi in range(len(groups)):
+            act = st.active[int(offsets[gi]) : int(offsets[gi + 1])]
+            orders.append(jnp.argsort(~act, stable=True).astype(jnp.int32))
+            n_active.append(jnp.sum(act.astype(jnp.int32)))
 
         def batch(carry, b):
-            def run(c):
-                p, s, acc = c
-                start = b * batch_size
-                idx = jax.lax.dynamic_slice_in_dim(perms, start, batch_size, axis=perms.ndim - 1)
-                weight = ((start + jnp.arange(batch_size)) < n_real).astype(jnp.float32)
-                count = jnp.sum(weight)
-                p, s, bl = vstep(p, s, X[idx], y[idx], m1, m2, alpha, st.active, weight, count)
-                return p, s, acc + bl
-
-            # The predicate is the same for every model (not vmapped): a real branch,
-            # so batches that are pure padding cost nothing.
-            return jax.lax.cond(b * batch_size < n_real, run, lambda c: c, carry), None
+            params, opt_state, acc = carry
+            start = b * batch_size
+            idx = jax.lax.dynamic_slice_in_dim(perms, start, batch_size, axis=1)  # (S, B)
+            weight = ((start + jnp.arange(batch_size)) < n_real).astype(jnp.float32)
+            count = jnp.sum(weight)
+            xb, yb = X[idx], y[idx]  # (S, B, d), (S, B)
+            real = start < n_real  # batches of pure padding run no model
+            new_p, new_s, parts = [], [], []
+            for gi, g in enumerate(groups):
+                lo, hi = int(offsets[gi]), int(offsets[gi + 1])
+                p, s, part = group_step(
+                    g, params[gi], opt_state[gi], orders[gi], jnp.where(real, n_active[gi], 0),
+                    alpha[lo:hi], slot[lo:hi], xb, yb, weight, count,
+                )
+                new_p.append(p)
+                new_s.append(s)
+                parts.append(part)
+            return (tuple(new_p), tuple(new_s), acc + jnp.concatenate(parts)), None
 
         zero = jnp.zeros_like(st.loss)
         (p, s, acc), _ = jax.lax.scan(
@@ -467,122 +516,35 @@ def _glorot(rng: np.random.Generator, fan_in: int, fan_out: int) -> tuple[np.nda
     return w.astype(np.float32), b.astype(np.float32)
 
 
-def _init_params(d: int, n_classes: int, sizes, seeds, h1p: int, h2p: int):
-    """Stack M Glorot-initialised models padded with zeros to (h1p, h2p).
+def _init_model(d: int, n_classes: int, h1: int, h2: int, seed: int) -> tuple:
+    """Glorot-initialised (W1, b1, W2, b2, W3, b3) of one model at its exact shape.
 
-    Model m's weights come from ``np.random.default_rng([seed_m, 0])`` at its own
-    exact shape, so they do not depend on the padding or on the other models.
+    Drawn from ``np.random.default_rng([seed, 0])``: a model's initial weights
+    depend only on its seed and shape, never on the other models it trains with.
     """
-    M = len(sizes)
-    W1 = np.zeros((M, d, h1p), np.float32)
-    B1 = np.zeros((M, h1p), np.float32)
-    W2 = np.zeros((M, h1p, h2p), np.float32)
-    B2 = np.zeros((M, h2p), np.float32)
-    W3 = np.zeros((M, h2p, n_classes), np.float32)
-    B3 = np.zeros((M, n_classes), np.float32)
-    m1 = np.zeros((M, h1p), np.float32)
-    m2 = np.zeros((M, h2p), np.float32)
-    for m, ((h1, h2), seed) in enumerate(zip(sizes, seeds)):
-        rng = np.random.default_rng([int(seed), 0])
-        W1[m, :, :h1], B1[m, :h1] = _glorot(rng, d, h1)
-        W2[m, :h1, :h2], B2[m, :h2] = _glorot(rng, h1, h2)
-        W3[m, :h2, :], B3[m] = _glorot(rng, h2, n_classes)
-        m1[m, :h1] = 1.0
-        m2[m, :h2] = 1.0
-    return (W1, B1, W2, B2, W3, B3), m1, m2
+    rng = np.random.default_rng([int(seed), 0])
+    W1, B1 = _glorot(rng, d, h1)
+    W2, B2 = _glorot(rng, h1, h2)
+    W3, B3 = _glorot(rng, h2, n_classes)
+    return W1, B1, W2, B2, W3, B3
 
 
+def _plan(hidden_sizes, seeds) -> tuple[tuple[_Group, ...], np.ndarray, list[int], np.ndarray]:
+    """Group the models by (H1, H2), in order of first appearance.
 
-# Compute (flops) a compaction must save per chunk of epochs to pay for a new
-# compile: a compile costs a few seconds, tens of GFLOP on a small CPU.
-_COMPACT_MIN_FLOPS = 5e10
-
-
-def _worth_compacting(old, new, n, d, C, compact):
-    if compact is not None:
-        return bool(compact)
-
-    def cost(shape):
-        m, h1, h2 = shape
-        return m * (d * h1 + h1 * h2 + h2 * C)
-
-    saved = 6.0 * n * _EPOCH_CHUNK * (cost(old) - cost(new))
-    return saved > _COMPACT_MIN_FLOPS
-
-
-def _model_bucket(k: int, M: int) -> int:
-    """Batch size for k active models out of M: M while k > M/2, else the next power of 2."""
-    if 2 * k > M:
-        return M
-    return 1 << max(0, (k - 1).bit_length())
-
-
-def _slice_params(p: tuple, h1: int, h2: int) -> tuple:
-    W1, B1, W2, B2, W3, B3 = p
-    return (W1[:, :, :h1], B1[:, :h1], W2[:, :h1, :h2], B2[:, :h2], W3[:, :h2], B3)
-
-
-def _is_params(x) -> bool:
-    return type(x) is tuple and len(x) == 6 and all(hasattr(a, "ndim") for a in x)
-
-
-def _gather(state: _State, sel: np.ndarray, h1: int, h2: int) -> _State:
-    """Models ``sel`` of the full state, hidden padding cut to (h1, h2)."""
-    idx = jnp.asarray(sel)
-
-    def take(x):
-        if _is_params(x):
-            return _slice_params(tuple(a[idx] for a in x), h1, h2)
-        return x[idx] if getattr(x, "ndim", 0) >= 1 else x
-
-    params = take(state.params)
-    opt_state = jax.tree_util.tree_map(take, state.opt_state, is_leaf=_is_params)
-    active = state.active[idx]
-    # A padding slot (a repeated stopped model, or a duplicate) must not train twice.
-    first = np.zeros(sel.shape[0], bool)
-    first[np.unique(sel, return_index=True)[1]] = True
-    active = active & jnp.asarray(first)
-    return state._replace(
-        params=params, opt_state=opt_state, n_iter=state.n_iter[idx], best=state.best[idx],
-        no_improve=state.no_improve[idx], active=active, loss=state.loss[idx],
-    )
-
-
-def _scatter(state: _State, sub: _State, sel: np.ndarray, shape: tuple) -> _State:
-    """Write the models of ``sub`` (selection ``sel``, padded to ``shape``) back into ``state``."""
-    _, h1, h2 = shape
-    uniq, first = np.unique(sel, return_index=True)
-    src = jnp.asarray(first)
-    dst = jnp.asarray(uniq)
-
-    def put_params(full, part):
-        W1, B1, W2, B2, W3, B3 = full
-        w1, b1, w2, b2, w3, b3 = (a[src] for a in part)
-        return (
-            W1.at[dst, :, :h1].set(w1), B1.at[dst, :h1].set(b1),
-            W2.at[dst, :h1, :h2].set(w2), B2.at[dst, :h2].set(b2),
-            W3.at[dst, :h2].set(w3), B3.at[dst].set(b3),
-        )
-
-    def put(full, part):
-        if _is_params(full):
-            return put_params(full, part)
-        if getattr(full, "ndim", 0) >= 1:
-            return full.at[dst].set(part[src])
-        return part
-
-    opt_state = jax.tree_util.tree_map(put, state.opt_state, sub.opt_state, is_leaf=_is_params)
-    # Inactive in the sub-batch is authoritative only for the real (first) copies.
-    return _State(
-        params=put_params(state.params, sub.params),
-        opt_state=opt_state,
-        epoch=sub.epoch,
-        n_iter=state.n_iter.at[dst].set(sub.n_iter[src]),
-        best=state.best.at[dst].set(sub.best[src]),
-        no_improve=state.no_improve.at[dst].set(sub.no_improve[src]),
-        active=state.active.at[dst].set(sub.active[src]),
-        loss=state.loss.at[dst].set(sub.loss[src]),
-    )
+    Returns (groups, order, distinct seeds, slot): ``order`` lists the caller's
+    model indices in group order; ``slot[i]`` is the index among the distinct
+    seeds of the i-th model in group order (models with one seed share their
+    mini-batches).
+    """
+    distinct = list(dict.fromkeys(int(s) for s in seeds))
+    members: dict[tuple[int, int], list[int]] = {}
+    for m, (h1, h2) in enumerate(hidden_sizes):
+        members.setdefault((int(h1), int(h2)), []).append(m)
+    groups = tuple(_Group(h1, h2, len(ms)) for (h1, h2), ms in members.items())
+    order = np.array([m for ms in members.values() for m in ms], np.int64)
+    slot = np.array([distinct.index(int(seeds[m])) for m in order], np.int32)
+    return groups, order, distinct, slot
 
 
 def train_mlps(
@@ -601,12 +563,18 @@ def train_mlps(
     pad_to: tuple[int, int] | None = None,
     progress: bool = False,
     desc: str = "mlp",
-    compact: bool | None = None,
 ) -> _Trained:
-    """Train M two-hidden-layer MLPs on the same data at once (one vmapped, jitted loop).
+    """Train M two-hidden-layer MLPs on the same data at once (one compiled program).
 
     Low-level entry point behind :func:`mlp_probe` and :class:`MLPProbe`; inputs
     are trusted (validated by the callers).
+
+    The models are grouped by (H1, H2, seed): a group's models share their
+    mini-batches, so their first layers are one matrix product, and every layer
+    has its exact size (no padding). All groups train in one jitted program
+    whose shape does not depend on how many models are still training: a
+    group whose models have all stopped is skipped by a branch, so a fresh
+    process compiles once per (grouping, data shape).
 
     Args:
       X: (n, d) float32 training points.
@@ -618,14 +586,13 @@ def train_mlps(
       max_iter, tol, n_iter_no_change: stopping, as scikit-learn's MLPClassifier.
       batch_size: mini-batch size; None means min(200, n).
       learning_rate: Adam's step size.
-      pad_to: common padded (H1, H2); default the largest sizes among the M models.
+      pad_to: (H1, H2) of the returned (padded) parameters; default the largest
+        sizes among the M models.
       progress: show a tqdm bar over epochs.
-      compact: regather the still-active models into a smaller batch as models
-        stop (True/False); None decides by the compute it saves against the cost
-        of a new compile.
 
     Returns:
-      _Trained with padded parameters (numpy), masks, epochs run, last loss, converged flags.
+      _Trained with padded parameters (numpy, caller's order), masks, epochs
+      run, last loss, converged flags.
     """
     n, d = X.shape
     M = len(hidden_sizes)
@@ -634,20 +601,27 @@ def train_mlps(
     n_pad = n_batches * bs
     h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
     h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]
-    params, m1, m2 = _init_params(d, n_classes, hidden_sizes, seeds, h1p, h2p)
+    groups, order, distinct, slot = _plan(hidden_sizes, seeds)
 
-    Xp = np.zeros((n_pad, d), np.float32)
-    Xp[:n] = X
-    yp = np.zeros(n_pad, np.int32)
-    yp[:n] = codes
-    keys = np.stack([np.asarray(jax.random.PRNGKey(int(s) + 1_000_003)) for s in seeds])
-    sizes = np.asarray(hidden_sizes, np.int64).reshape(M, 2)
-
+    host = [_init_model(d, n_classes, int(hidden_sizes[m][0]), int(hidden_sizes[m][1]),
+                        int(seeds[m])) for m in order]
+    params, off = [], 0
+    for g in groups:
+        ms = host[off : off + g.k]
+        off += g.k
+        params.append(tuple(np.stack([p[i] for p in ms]) for i in range(6)))
     opt = _optimizer(learning_rate, 0.9, 0.999, 1e-8)
-    jparams = tuple(jnp.asarray(p) for p in params)
+    jparams = tuple(tuple(jnp.asarray(a) for a in p) for p in params)
+    # Adam starts from zero moments and a zero step count. Built from numpy
+    # zeros: calling opt.init eagerly would compile one small program per
+    # distinct array shape (about 100 for the grid).
+    opt_state = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)),
+        jax.eval_shape(lambda ps: tuple(jax.vmap(opt.init)(p) for p in ps), jparams),
+    )
     state = _State(
         params=jparams,
-        opt_state=jax.vmap(opt.init)(jparams),
+        opt_state=opt_state,
         epoch=jnp.int32(0),
         n_iter=jnp.zeros(M, jnp.int32),
         best=jnp.full(M, jnp.inf, jnp.float32),
@@ -655,71 +629,70 @@ def train_mlps(
         active=jnp.ones(M, bool),
         loss=jnp.full(M, jnp.nan, jnp.float32),
     )
-    per_model = dict(keys=keys, m1=m1, m2=m2, alpha=np.asarray(alphas, np.float32))
+    Xp = np.zeros((n_pad, d), np.float32)
+    Xp[:n] = X
+    yp = np.zeros(n_pad, np.int32)
+    yp[:n] = codes
+    keys = jnp.asarray(np.stack([np.asarray(jax.random.PRNGKey(s + 1_000_003)) for s in distinct]))
+    alpha = jnp.asarray(np.asarray(alphas, np.float32)[order])
     data = (jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n))
     static = dict(
-        batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK, max_iter=int(max_iter),
-        tol=float(tol), n_iter_no_change=int(n_iter_no_change), lr=float(learning_rate),
-        b1=0.9, b2=0.999, eps=1e-8,
-        # One seed for all models (a grid search): shared mini-batches.
-        shared=bool(np.all(keys == keys[:1])),
+        groups=groups, batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK,
+        max_iter=int(max_iter), tol=float(tol), n_iter_no_change=int(n_iter_no_change),
+        lr=float(learning_rate), b1=0.9, b2=0.999, eps=1e-8,
     )
-    # Compaction: stopped models would keep costing compute inside the vmap, so
-    # between chunks the still-active models are gathered into a smaller batch
-    # (model count bucketed to powers of two, hidden padding shrunk to the largest
-    # active size) and scattered back when the batch shrinks again. Slicing off
-    # padding is exact: padded weights and their Adam moments are exactly zero.
-    sel = np.arange(M)
-    shape = (M, h1p, h2p)
-    sub = state
     done = 0
     with tqdm(total=max_iter, desc=desc, unit="epoch", disable=not progress, leave=False) as bar:
         while True:
-            sub = _run_chunk(
-                sub, jnp.asarray(per_model["keys"][sel]),
-                jnp.asarray(per_model["m1"][sel][:, : shape[1]]),
-                jnp.asarray(per_model["m2"][sel][:, : shape[2]]),
-                jnp.asarray(per_model["alpha"][sel]), *data, **static,
-            )
-            epoch = int(sub.epoch)
-            active = np.asarray(sub.active)
-            n_active = int(active.sum())
+            state = _run_chunk(state, keys, alpha, jnp.asarray(slot), *data, **static)
+            epoch = int(state.epoch)  # the one host sync per chunk of epochs
+            n_active = int(np.asarray(state.active).sum())
             bar.update(epoch - done)
             bar.set_postfix(active=n_active)
             done = epoch
             if n_active == 0 or epoch >= max_iter:
                 break
-            still = sel[active]
-            still = np.unique(still)  # padding slots repeat a stopped model (inactive)
-            mb = _model_bucket(still.shape[0], M)
-            h1n = int(sizes[still, 0].max())
-            h2n = int(sizes[still, 1].max())
-            if (mb, h1n, h2n) != shape and _worth_compacting(
-                shape, (mb, h1n, h2n), n, d, n_classes, compact
-            ):
-                state = _scatter(state, sub, sel, shape)
-                stopped = np.flatnonzero(~np.asarray(state.active))
-                pad = np.full(mb - still.shape[0], stopped[0] if stopped.size else still[0])
-                sel = np.concatenate([still, pad])
-                shape = (mb, h1n, h2n)
-                sub = _gather(state, sel, h1n, h2n)
-    state = _scatter(state, sub, sel, shape)
-    n_iter = np.asarray(state.n_iter)
+
+    # Back to the caller's order, padded to (h1p, h2p) for prediction.
+    inv = np.empty(M, np.int64)
+    inv[order] = np.arange(M)
+    W1 = np.zeros((M, d, h1p), np.float32)
+    B1 = np.zeros((M, h1p), np.float32)
+    W2 = np.zeros((M, h1p, h2p), np.float32)
+    B2 = np.zeros((M, h2p), np.float32)
+    W3 = np.zeros((M, h2p, n_classes), np.float32)
+    B3 = np.zeros((M, n_classes), np.float32)
+    m1 = np.zeros((M, h1p), np.float32)
+    m2 = np.zeros((M, h2p), np.float32)
+    off = 0
+    for g, p in zip(groups, state.params):
+        w1, b1, w2, b2, w3, b3 = (np.asarray(a) for a in p)
+        for j in range(g.k):
+            m = order[off + j]
+            W1[m, :, : g.h1] = w1[j]
+            B1[m, : g.h1] = b1[j]
+            W2[m, : g.h1, : g.h2] = w2[j]
+            B2[m, : g.h2] = b2[j]
+            W3[m, : g.h2] = w3[j]
+            B3[m] = b3[j]
+            m1[m, : g.h1] = 1.0
+            m2[m, : g.h2] = 1.0
+        off += g.k
+    n_iter = np.asarray(state.n_iter)[inv]
     # A model that stopped by the tolerance rule before max_iter converged; one
     # that used all epochs did not (scikit-learn's ConvergenceWarning case).
-    no_imp = np.asarray(state.no_improve)
-    converged = no_imp > n_iter_no_change
+    converged = np.asarray(state.no_improve)[inv] > n_iter_no_change
     if not converged.all():
         logger.warning(
             "%d of %d MLPs reached max_iter=%d without the loss settling (tol=%g).",
             int((~converged).sum()), M, max_iter, tol,
         )
     return _Trained(
-        params=tuple(np.asarray(p) for p in state.params),
+        params=(W1, B1, W2, B2, W3, B3),
         m1=m1,
         m2=m2,
         n_iter=n_iter,
-        loss=np.asarray(state.loss),
+        loss=np.asarray(state.loss)[inv],
         converged=converged,
     )
 
@@ -765,7 +738,7 @@ def mlp_probe(
     batch_size: int | None = None,
     learning_rate: float = 1e-3,
     standardize: bool = False,
-    group_by: str = "h1",
+    group_by: str = "all",
     progress: bool = True,
 ) -> MLPProbeResult:
     """The paper's MLP probe: grid search on a validation split, retrain the best with seeds.
@@ -795,16 +768,11 @@ def mlp_probe(
         MLPClassifier (solver "adam").
       standardize: if True, centre and scale features by the training mean and
         standard deviation (scikit-learn does not; default off).
-      group_by: how the grid is batched: "h1" (the default: one vmapped group
-        per first-layer size, second layer padded to the group's largest),
-        "all" (one group, both layers padded to the largest sizes), or "shape"
-        (one group per (H1, H2)). Stopped models are compacted away within a
-        group. Results are the same up to float rounding; only speed and
-        compile count change. "h1" wins on CPU: the first layer (d x H1, d the
-        input width) is most of the work, so padding it to 256 for every model
-        costs about 2x the exact work, while "shape" pays 16 compiles and
-        small batches (PS-role layer 6, full grid: h1 199 s, shape 277 s, all
-        293-314 s, same machine and load).
+      group_by: how the grid is split into compiled programs: "all" (the
+        default: the whole grid is one program), "h1" (one program per
+        first-layer size) or "shape" (one per (H1, H2)). Every model trains at
+        its exact size and stops on its own in each case, so the results are
+        the same; only the number of compiles and the batching change.
       progress: show tqdm bars.
 
     Returns:
@@ -919,6 +887,8 @@ def _test_codes(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # scikit-learn is a dependency of geomcore; the mixins give clone/get_params/score.
 from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
+from sklearn.utils.validation import check_is_fitted, validate_data  # noqa: E402
 
 
 class MLPProbe(ClassifierMixin, BaseEstimator):
@@ -965,15 +935,28 @@ class MLPProbe(ClassifierMixin, BaseEstimator):
         self.progress = progress
 
     def fit(self, X: Any, y: Any) -> "MLPProbe":
-        Xa = as_points(X, "X", dtype=np.float32)
-        ya = as_labels(y, Xa.shape[0], "y", points_name="X")
+        """Train the probe on (X, y); labels may be any sortable values of one type."""
+        if y is None:
+            raise ValueError("MLPProbe requires y to be passed, but the target y is None.")
+        # scikit-learn's own input validation (its messages name X and y, refuse
+        # sparse and complex input, convert numeric object arrays) so that the
+        # estimator behaves as scikit-learn's estimators do.
+        Xa, ya = validate_data(self, X, y, dtype=np.float64, y_numeric=False)
+        check_classification_targets(ya)
+        Xa = Xa.astype(np.float32)
         hs = _check_hidden(self.hidden_layer_sizes, "hidden_layer_sizes")
         alpha = _check_float(self.alpha, "alpha")
         seed = 0 if self.random_state is None else _check_int(self.random_state, "random_state", 0)
+        max_iter = _check_int(self.max_iter, "max_iter", 1)
+        tol = _check_float(self.tol, "tol")
+        n_iter_no_change = _check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        batch_size = (None if self.batch_size is None
+                      else _check_int(self.batch_size, "batch_size", 1))
+        lr = _check_float(self.learning_rate_init, "learning_rate_init", positive=True)
         classes, codes = _encode_labels(ya, "y")
         if classes.shape[0] < 2:
             raise ValueError(
-                f"`y` has a single class ({classes[0]!r}); a classifier needs at least two."
+                f"`y` has one class ({classes[0]!r}); a classifier needs at least two."
             )
         if self.standardize:
             mu = Xa.mean(axis=0, dtype=np.float64)
@@ -983,17 +966,11 @@ class MLPProbe(ClassifierMixin, BaseEstimator):
             Xa = ((Xa - mu) / sd).astype(np.float32)
         trained = train_mlps(
             Xa, codes, classes.shape[0], [hs], [alpha], [seed],
-            max_iter=_check_int(self.max_iter, "max_iter", 1),
-            tol=_check_float(self.tol, "tol"),
-            n_iter_no_change=_check_int(self.n_iter_no_change, "n_iter_no_change", 1),
-            batch_size=None if self.batch_size is None else _check_int(self.batch_size, "batch_size", 1),
-            learning_rate=_check_float(self.learning_rate_init, "learning_rate_init", positive=True),
-            progress=self.progress,
-            desc="MLPProbe",
+            max_iter=max_iter, tol=tol, n_iter_no_change=n_iter_no_change,
+            batch_size=batch_size, learning_rate=lr, progress=self.progress, desc="MLPProbe",
         )
         self._trained = trained
         self.classes_ = classes
-        self.n_features_in_ = Xa.shape[1]
         self.n_iter_ = int(trained.n_iter[0])
         self.loss_ = float(trained.loss[0])
         self.converged_ = bool(trained.converged[0])
@@ -1003,11 +980,8 @@ class MLPProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _check_X(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "_trained"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("This MLPProbe is not fitted yet; call fit(X, y) first.")
-        Xa = as_points(X, "X", dtype=np.float32, width=self.n_features_in_)
+        check_is_fitted(self, "_trained")
+        Xa = validate_data(self, X, dtype=np.float64, reset=False).astype(np.float32)
         if self.standardize:
             Xa = ((Xa - self.mean_) / self.scale_).astype(np.float32)
         return Xa

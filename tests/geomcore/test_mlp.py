@@ -39,7 +39,7 @@ def _xor_blobs(n_per: int, seed: int, spread: float = 0.15):
 # ----------------------------------------------------------------------------- model math
 
 
-def test_batch_loss_matches_numpy_reference():
+def test_model_loss_matches_numpy_reference():
     """Cross-entropy + alpha/(2|B|) sum ||W||^2 over real points only, as sklearn's _backprop."""
     rng = np.random.default_rng(0)
     d, h1, h2, C, B = 5, 4, 3, 3, 7
@@ -62,33 +62,17 @@ def test_batch_loss_matches_numpy_reference():
     ) / 5
 
     params = tuple(jnp.asarray(a, jnp.float32) for a in (W1, b1, W2, b2, W3, b3))
-    got = mlp._batch_loss(
-        params, jnp.ones(h1), jnp.ones(h2), alpha, jnp.asarray(X, jnp.float32),
-        jnp.asarray(y, jnp.int32), jnp.asarray(weight, jnp.float32), 5.0,
+    got = mlp._model_loss(
+        params, alpha, jnp.asarray(X, jnp.float32), jnp.asarray(y, jnp.int32),
+        jnp.asarray(weight, jnp.float32), 5.0,
     )
     np.testing.assert_allclose(float(got), ref, rtol=1e-5)
 
 
-def test_masked_units_get_exactly_zero_gradient():
-    rng = np.random.default_rng(1)
-    d, C = 3, 2
-    (W1, B1, W2, B2, W3, B3), m1, m2 = mlp._init_params(d, C, [(2, 3)], [0], 5, 6)
-    params = tuple(jnp.asarray(p[0]) for p in (W1, B1, W2, B2, W3, B3))
-    X = jnp.asarray(rng.normal(size=(8, d)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, C, 8), jnp.int32)
-    g = jax.grad(mlp._batch_loss)(params, jnp.asarray(m1[0]), jnp.asarray(m2[0]), 0.1, X, y,
-                                  jnp.ones(8), 8.0)
-    gW1, gb1, gW2, gb2, gW3, gb3 = (np.asarray(a) for a in g)
-    assert np.all(gW1[:, 2:] == 0) and np.all(gb1[2:] == 0)
-    assert np.all(gW2[2:, :] == 0) and np.all(gW2[:, 3:] == 0) and np.all(gb2[3:] == 0)
-    assert np.all(gW3[3:, :] == 0)
-    # and the real units do learn
-    assert np.abs(gW1[:, :2]).sum() > 0 and np.abs(gW3[:3]).sum() > 0
-
-
 def test_glorot_bounds_as_sklearn():
     """sklearn's _init_coef: U(-r, r), r = sqrt(6 / (fan_in + fan_out)), weights and biases."""
-    (W1, B1, W2, B2, W3, B3), _, _ = mlp._init_params(50, 4, [(30, 20)], [3], 30, 20)
+    W1, B1, W2, B2, W3, B3 = mlp._init_model(50, 4, 30, 20, 3)
+    assert (W1.shape, W2.shape, W3.shape) == ((50, 30), (30, 20), (20, 4))
     for w, fi, fo in ((W1, 50, 30), (B1, 50, 30), (W2, 30, 20), (W3, 20, 4), (B3, 20, 4)):
         r = np.sqrt(6.0 / (fi + fo))
         assert np.abs(w).max() <= r
@@ -105,41 +89,57 @@ def test_epoch_permutation_ignores_padding_bucket():
     assert not np.array_equal(a[:11], c[:11])  # a fresh shuffle each epoch
 
 
-def test_padded_group_trains_the_same_model():
-    """A model trained alone equals the same model trained padded in a vmapped group,
-    and its padded units end exactly at zero."""
+def test_a_model_trains_the_same_alone_or_in_a_group():
+    """Training models together (mixed shapes and seeds, stopping at different
+    epochs) gives each the same epochs and weights as training it alone; the
+    returned padding is exactly zero."""
     X, y = _xor_blobs(30, seed=2)
     codes = (y == "odd").astype(np.int32)
-    kw = dict(max_iter=15, tol=0.0, n_iter_no_change=100)
-    alone = train_mlps(X.astype(np.float32), codes, 2, [(4, 6)], [1e-3], [5], **kw)
-    group = train_mlps(
-        X.astype(np.float32), codes, 2, [(8, 8), (4, 6), (2, 3)], [1e-2, 1e-3, 1e-1], [1, 5, 2],
-        pad_to=(16, 12), **kw,
-    )
-    W1a, _, W2a, _, W3a, _ = alone.params
-    W1g, B1g, W2g, B2g, W3g, _ = (p[1] for p in group.params)
-    np.testing.assert_allclose(W1g[:, :4], W1a[0], atol=2e-5)
-    np.testing.assert_allclose(W2g[:4, :6], W2a[0], atol=2e-5)
-    np.testing.assert_allclose(W3g[:6], W3a[0], atol=2e-5)
-    assert np.all(W1g[:, 4:] == 0) and np.all(B1g[4:] == 0)
-    assert np.all(W2g[4:] == 0) and np.all(W2g[:, 6:] == 0) and np.all(B2g[6:] == 0)
-    assert np.all(W3g[6:] == 0)
+    Xf = X.astype(np.float32)
+    sizes = [(8, 8), (4, 6), (2, 3), (4, 6), (8, 8)]
+    alphas = [1e-2, 1e-3, 1e-1, 1e-4, 1e-3]
+    seeds = [1, 5, 2, 5, 1]
+    kw = dict(max_iter=60, tol=3e-3, n_iter_no_change=2)
+    group = train_mlps(Xf, codes, 2, sizes, alphas, seeds, pad_to=(16, 12), **kw)
+    assert len(set(group.n_iter.tolist())) > 1  # models really stopped at different epochs
+    for m, (hs, a, s) in enumerate(zip(sizes, alphas, seeds)):
+        alone = train_mlps(Xf, codes, 2, [hs], [a], [s], **kw)
+        h1, h2 = hs
+        assert group.n_iter[m] == alone.n_iter[0]
+        W1a, _, W2a, _, W3a, _ = (p[0] for p in alone.params)
+        W1g, B1g, W2g, B2g, W3g, _ = (p[m] for p in group.params)
+        np.testing.assert_allclose(W1g[:, :h1], W1a, atol=2e-5)
+        np.testing.assert_allclose(W2g[:h1, :h2], W2a, atol=2e-5)
+        np.testing.assert_allclose(W3g[:h2], W3a, atol=2e-5)
+        assert np.all(W1g[:, h1:] == 0) and np.all(B1g[h1:] == 0)
+        assert np.all(W2g[h1:] == 0) and np.all(W2g[:, h2:] == 0) and np.all(B2g[h2:] == 0)
+        assert np.all(W3g[h2:] == 0)
 
 
-def test_compaction_changes_nothing():
-    """Regathering the still-active models into smaller batches as others stop gives
-    the same models as running the full padded batch to the end."""
+def test_one_program_whatever_the_models_still_training():
+    """The grid's program does not depend on when models stop: a second call whose
+    models stop at other epochs (other alphas and seed) compiles nothing new."""
     X, y = _xor_blobs(25, seed=14)
     codes = (y == "odd").astype(np.int32)
-    args = (X.astype(np.float32), codes, 2, [(8, 8), (2, 4), (4, 2), (2, 2)],
-            [1e-1, 1e-4, 1e-3, 1e-2], [0, 1, 2, 3])
-    kw = dict(max_iter=60, tol=3e-3, n_iter_no_change=2)
-    full = train_mlps(*args, compact=False, **kw)
-    packed = train_mlps(*args, compact=True, **kw)
-    assert len(set(full.n_iter.tolist())) > 1  # models really stopped at different epochs
-    np.testing.assert_array_equal(full.n_iter, packed.n_iter)
-    for a, b in zip(full.params, packed.params):
-        np.testing.assert_allclose(a, b, atol=2e-5)
+    Xf = X.astype(np.float32)
+    sizes = [(8, 8), (2, 4), (4, 2), (2, 2)]
+    compiles = []
+
+    def listen(event, seconds, **_):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(seconds)
+
+    first = train_mlps(Xf, codes, 2, sizes, [1e-1, 1e-4, 1e-3, 1e-2], [0] * 4,
+                       max_iter=60, tol=3e-3, n_iter_no_change=2)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        second = train_mlps(Xf, codes, 2, sizes, [3e-1, 1e-5, 2e-1, 1e-3], [7] * 4,
+                            max_iter=60, tol=3e-3, n_iter_no_change=2)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert len(set(first.n_iter.tolist())) > 1 and len(set(second.n_iter.tolist())) > 1
+    assert first.n_iter.tolist() != second.n_iter.tolist()
+    assert compiles == []
 
 
 def test_stopping_rule_epoch_count_matches_sklearn():
@@ -187,7 +187,9 @@ def test_mlp_probe_grid_on_separable_rings():
     res = mlp_probe(X, y, Xt, yt, hidden_sizes=(16, 64), alphas=(1e-4, 1e-1), n_seeds=3,
                     progress=False)
     assert res.grid.val_accuracy.shape == (8,)
-    assert res.grid.hidden_sizes.tolist() == [[16, 16]] * 2 + [[16, 64]] * 2 + [[64, 16]] * 2 + [[64, 64]] * 2
+    assert res.grid.hidden_sizes.tolist() == (
+        [[16, 16]] * 2 + [[16, 64]] * 2 + [[64, 16]] * 2 + [[64, 64]] * 2
+    )
     assert res.config == res.grid.config(int(np.argmax(res.grid.val_accuracy)))
     assert res.grid.val_accuracy.max() >= 0.97
     assert res.accuracies.shape == (3,) and res.mean >= 0.97
@@ -195,6 +197,20 @@ def test_mlp_probe_grid_on_separable_rings():
     np.testing.assert_allclose(res.std, res.accuracies.std())
     assert res.classes.tolist() == [1, 2, 3]
     assert res.unseen_test_labels == () and res.n_unseen_test == 0
+
+
+def test_group_by_changes_programs_not_results():
+    """Splitting the grid into several programs trains the same models."""
+    X, y = _xor_blobs(30, seed=15)
+    Xt, yt = _xor_blobs(10, seed=16)
+    kw = dict(hidden_sizes=(4, 8), alphas=(1e-4, 1e-1), n_seeds=2, max_iter=40, progress=False)
+    one = mlp_probe(X, y, Xt, yt, group_by="all", **kw)
+    split = mlp_probe(X, y, Xt, yt, group_by="shape", **kw)
+    np.testing.assert_array_equal(one.grid.n_iter, split.grid.n_iter)
+    np.testing.assert_array_equal(one.grid.val_accuracy, split.grid.val_accuracy)
+    np.testing.assert_array_equal(one.accuracies, split.accuracies)
+    with pytest.raises(ValueError, match="`group_by` must be"):
+        mlp_probe(X, y, Xt, yt, group_by="h2", **kw)
 
 
 def test_within_one_point_of_sklearn_on_digits():
@@ -286,15 +302,19 @@ def test_bad_input_errors_are_clear():
         mlp_probe(X, np.array([1, "a"] * 20, dtype=object), X, y, progress=False)
     with pytest.raises(ValueError, match="`max_iter` must be >= 1"):
         mlp_probe(X, y, X, y, max_iter=0, progress=False)
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ValueError, match="one class"):
         MLPProbe().fit(X, ["a"] * 40)
     with pytest.raises(ValueError, match="two hidden sizes"):
         MLPProbe(hidden_layer_sizes=(3,)).fit(X, y)
     with pytest.raises(NotFittedError):
         MLPProbe().predict(X)
     fitted = MLPProbe((4, 4), max_iter=2).fit(X, y)
-    with pytest.raises(ValueError, match="`X` has 3 columns but 2"):
+    with pytest.raises(ValueError, match="X has 3 features, but MLPProbe is expecting 2"):
         fitted.predict(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="`alpha` must be finite and >= 0"):
+        MLPProbe(alpha=-1.0).fit(X, y)
+    with pytest.raises(TypeError, match="`max_iter` must be an integer"):
+        MLPProbe(max_iter=2.5).fit(X, y)
 
 
 def test_estimator_api():

@@ -41,9 +41,10 @@ def grid_work(X, y, sizes, alphas, seed=0):
     fit, _ = validation_split(codes, fraction=0.1, seed=seed)
     Xf, yf = X[fit], y[fit]
     c = np.unique(yf).size
-    return [(h1, h2, a, clf.n_iter_, dt, clf.n_iter_ * Xf.shape[0] * sample_flops(X.shape[1], h1, h2, c))
-            for (h1, h2), a, clf, dt in sklearn_grid(Xf, yf, sizes=sizes, alphas=alphas, seed=seed,
-                                                      max_iter=1000)]
+    d = X.shape[1]
+    return [(h1, h2, a, clf.n_iter_, dt, clf.n_iter_ * Xf.shape[0] * sample_flops(d, h1, h2, c))
+            for (h1, h2), a, clf, dt in sklearn_grid(Xf, yf, sizes=sizes, alphas=alphas,
+                                                      seed=seed, max_iter=1000)]
 
 
 def jax_rate(d: int, batch: int = 200, models: int = 20, h1: int = 256, reps: int = 50) -> float:
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
     from bench.mlp_grid import load_layer
     from geomcore.mlp import DEFAULT_ALPHAS, DEFAULT_HIDDEN_SIZES
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="ps-role")
     ap.add_argument("--layer", type=int, default=6)
     args = ap.parse_args(argv)
@@ -84,15 +86,17 @@ def main(argv=None) -> int:
     epochs = [r[3] for r in rows]
     skl = flops / secs / 1e9
     jr = jax_rate(X.shape[1])
-    print(f"{args.task} L{args.layer}: {X.shape[0]} points, d={X.shape[1]}, {len(rows)} configurations")
-    print(f"scikit-learn grid: {secs:.1f} s, {flops / 1e12:.3f} TFLOP, {skl:.1f} GFLOP/s (float64); "
-          f"epochs median {np.median(epochs):.0f}, max {max(epochs)}")
+    print(f"{args.task} L{args.layer}: {X.shape[0]} points, d={X.shape[1]}, "
+          f"{len(rows)} configurations")
+    print(f"scikit-learn grid: {secs:.1f} s, {flops / 1e12:.3f} TFLOP, {skl:.1f} GFLOP/s "
+          f"(float64); epochs median {np.median(epochs):.0f}, max {max(epochs)}")
     for h1 in sorted({r[0] for r in rows}):
         part = [r for r in rows if r[0] == h1]
         s, f = sum(r[4] for r in part), sum(r[5] for r in part)
         print(f"  H1={h1}: {s:.1f} s, {f / s / 1e9:.1f} GFLOP/s")
-    print(f"JAX float32, the grid's largest layer-1 products (200 x {X.shape[1]} x 20*256): {jr:.1f} GFLOP/s")
-    print(f"bound on the speed-up at equal work: {jr / skl:.1f}x (the goal asks for 10x)")
+    print(f"JAX float32, the grid's largest layer-1 products (200 x {X.shape[1]} x 20*256): "
+          f"{jr:.1f} GFLOP/s")
+    print(f"bound on the speed-up at equal work: {jr / skl:.1f}x")
     return 0
 
 

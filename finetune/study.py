@@ -124,7 +124,7 @@ SMOKE = Preset(
 # quick: the default model on all five tasks with the paper's schedule (10
 # epochs for a small model, batch 32, lr 3e-5) on slices of the training sets,
 # sized so that 2 CPU cores finish the whole study in under an hour (measured:
-# see the README). POS/DEP keep the first ~4,000/2,000 training words (about
+# docs/benchmarks.md, "The study"). POS/DEP keep the first ~4,000/2,000 training words (about
 # 190/95 sentences) and 1,000 test words; PS-role/PS-fxn keep both splits whole;
 # TREC-50 keeps 1,000 training questions and the whole test set. The MLP grid
 # keeps the paper's smallest-but-one and largest sizes, three L2 weights and

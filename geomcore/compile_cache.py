@@ -2,9 +2,8 @@
 
 The solvers compile one XLA program per padded shape (a few dozen for the
 streamed geometry of a 7-layer model). Each takes about a second on a CPU,
-so a fresh process pays 15-20 s before its first answer (PUD POS, 4,000
-words, 7 layers: 34.6 s for the first call, 19.6 s for the second, 22.7 s
-for the first call of a process that finds the cache filled). JAX can keep
+so a fresh process spends tens of seconds compiling before its first
+answer (measurements: docs/history.md, "Compilation cache"). JAX can keep
 compiled programs on disk; this module turns that on for the ``geomcore`` and
 ``finetune`` commands (not on import: a library does not change a process's
 JAX configuration behind its back).

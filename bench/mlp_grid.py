@@ -2,6 +2,7 @@
 
 Used by ``bench/test_mlp_bench.py`` (the timed comparison) and
 ``bench/mlp_roofline.py`` (the arithmetic of the grid); neither imports the other.
+The inputs come from the benchmarks' cache (``bench.cache``).
 
 Run one geomcore probe in this process and print its result as JSON (what the
 benchmark does in a fresh process)::
@@ -23,41 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cache import load_layer
+
 REPO = Path(__file__).resolve().parents[1]
 
 __all__ = [
-    "load_layer", "subsample", "sklearn_grid", "sklearn_probe", "sklearn_retrain",
+    "subsample", "sklearn_grid", "sklearn_probe", "sklearn_retrain",
     "geomcore_in_fresh_process",
 ]
-
-
-def cache_dir() -> Path:
-    """Where ``python -m bench.extract_layers`` wrote the per-layer vectors."""
-    return Path(os.environ.get("GEOMCORE_BENCH_CACHE", REPO / "cache"))
-
-
-def load_layer(task: str, split: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """(X, labels) of one task split at one layer from the bench cache.
-
-    Raises:
-      FileNotFoundError: naming the missing files and the command that writes them.
-      ValueError: if the label file and the vectors disagree on the row count.
-    """
-    cache = cache_dir()
-    xf = cache / f"{task}_{split}_L{layer}.npy"
-    lf = cache / f"{task}_{split}.labels.txt"
-    missing = [str(p) for p in (xf, lf) if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"benchmark inputs missing: {', '.join(missing)}. Create them with "
-            f"`python -m bench.extract_layers --task {task} --split {split} "
-            f"--layers {layer} --out {cache}` (or set GEOMCORE_BENCH_CACHE)."
-        )
-    X = np.load(xf)
-    labels = np.array(lf.read_text(encoding="utf-8").splitlines())
-    if labels.shape[0] != X.shape[0]:
-        raise ValueError(f"{lf} has {labels.shape[0]} labels but {xf} has {X.shape[0]} rows.")
-    return X, labels
 
 
 def subsample(X, y, cap: int | None, seed: int = 0):
@@ -126,14 +100,22 @@ def sklearn_probe(Xtr, ytr, Xte, yte, *, sizes, alphas, n_seeds, seed, max_iter)
     return (hs, a), accs, np.array([s for _, _, s in scores])
 
 
-def geomcore_in_fresh_process(args: list[str], *, compile_cache: str | None) -> dict:
+#: XLA flags that keep a CPU process on one thread (the one-thread comparison).
+ONE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def geomcore_in_fresh_process(args: list[str], *, compile_cache: str | None,
+                              one_thread: bool = False) -> dict:
     """Run ``python -m bench.mlp_grid ARGS`` in a new interpreter and return its JSON.
 
     ``compile_cache``: the persistent JAX compilation cache directory the fresh
-    process uses (None: off). The process times the ``mlp_probe`` call itself
-    (compiles included) and the whole process.
+    process uses (None: off). ``one_thread``: XLA runs on one thread. The
+    process times the ``mlp_probe`` call itself (compiles included) and the
+    whole process.
     """
     env = dict(os.environ, GEOMCORE_COMPILATION_CACHE=compile_cache or "0")
+    if one_thread:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_THREAD_XLA_FLAGS).strip()
     t = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "bench.mlp_grid", *args], cwd=REPO, env=env,

@@ -71,7 +71,7 @@ def jax_rate(d: int, batch: int = 200, models: int = 20, h1: int = 256, reps: in
 
 
 def main(argv=None) -> int:
-    from bench.mlp_grid import load_layer
+    from bench.cache import load_layer
     from geomcore.mlp import DEFAULT_ALPHAS, DEFAULT_HIDDEN_SIZES
 
     ap = argparse.ArgumentParser(description=__doc__,

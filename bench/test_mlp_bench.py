@@ -29,6 +29,9 @@ what ran; the full grid on all of PUD POS takes scikit-learn hours):
   GEOMCORE_BENCH_MLP_MAX_ITER   epochs cap (default 1000)
   GEOMCORE_BENCH_MLP_SEEDS      retrain seeds (default 5)
   GEOMCORE_BENCH_LAYER          layer (default 6)
+  GEOMCORE_BENCH_MLP_ONE_THREAD 1: both sides on one thread (scikit-learn's BLAS through
+                                threadpoolctl, XLA by flags): a per-core comparison that a
+                                loaded machine distorts less than the default two threads
 
 Run: ``.venv/bin/python -m pytest bench/test_mlp_bench.py --benchmark-enable -s``
 """
@@ -39,11 +42,15 @@ import os
 import tempfile
 import time
 
+import contextlib
+
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
+from bench.cache import load_layer
 from bench.mlp_grid import (
-    geomcore_in_fresh_process, load_layer, sklearn_probe, sklearn_retrain, subsample,
+    geomcore_in_fresh_process, sklearn_probe, sklearn_retrain, subsample,
 )
 from geomcore.mlp import DEFAULT_ALPHAS, DEFAULT_HIDDEN_SIZES
 
@@ -73,26 +80,30 @@ def test_mlp_grid_vs_sklearn(benchmark, task):
     args = ["--task", task, "--layer", str(layer), "--sizes", ",".join(map(str, sizes)),
             "--alphas", ",".join(repr(a) for a in alphas), "--seeds", str(n_seeds),
             "--max-iter", str(max_iter)] + (["--max-train", str(cap)] if cap else [])
+    one_thread = os.environ.get("GEOMCORE_BENCH_MLP_ONE_THREAD", "") == "1"
+    limit = threadpool_limits(1) if one_thread else contextlib.nullcontext()
     load = [os.getloadavg()[0]]
 
     with tempfile.TemporaryDirectory(prefix="mlp-bench-jax-cache-") as cache:
         cold = benchmark.pedantic(
-            lambda: geomcore_in_fresh_process(args, compile_cache=cache), rounds=1, iterations=1
+            lambda: geomcore_in_fresh_process(args, compile_cache=cache, one_thread=one_thread),
+            rounds=1, iterations=1,
         )
         print(f"\nMLP_BENCH {task} geomcore cold cache: {cold['seconds']:.1f} s "
               f"(compiles {cold['backend_compile_seconds']:.1f} s), mean {cold['mean']:.4f}",
               flush=True)
         load.append(os.getloadavg()[0])
         t0 = time.perf_counter()
-        (ref_hs, ref_alpha), ref_acc, ref_val = sklearn_probe(
-            Xtr, ytr, Xte, yte, sizes=sizes, alphas=alphas, n_seeds=n_seeds, seed=0,
-            max_iter=max_iter,
-        )
+        with limit:
+            (ref_hs, ref_alpha), ref_acc, ref_val = sklearn_probe(
+                Xtr, ytr, Xte, yte, sizes=sizes, alphas=alphas, n_seeds=n_seeds, seed=0,
+                max_iter=max_iter,
+            )
         t_skl = time.perf_counter() - t0
         print(f"MLP_BENCH {task} scikit-learn: {t_skl:.1f} s, mean {ref_acc.mean():.4f}",
               flush=True)
         load.append(os.getloadavg()[0])
-        warm = geomcore_in_fresh_process(args, compile_cache=cache)
+        warm = geomcore_in_fresh_process(args, compile_cache=cache, one_thread=one_thread)
         load.append(os.getloadavg()[0])
 
     # Equal accuracy at equal configuration: scikit-learn retrained on the
@@ -108,6 +119,7 @@ def test_mlp_grid_vs_sklearn(benchmark, task):
         task=task, layer=layer, n_train=int(Xtr.shape[0]), n_test=int(Xte.shape[0]),
         n_classes=int(np.unique(ytr).size), sizes=list(sizes), alphas=list(alphas),
         max_iter=max_iter, n_seeds=n_seeds, n_configs=len(sizes) ** 2 * len(alphas),
+        threads=1 if one_thread else "default",
         load_average=[round(v, 1) for v in load],
         seconds_sklearn=round(t_skl, 2),
         seconds_geomcore_cold=round(cold["seconds"], 2),

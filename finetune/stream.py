@@ -46,8 +46,13 @@ import torch
 from finetune.embed import embed_layers
 
 __all__ = [
-    "JsonlLog", "ProbeOutput", "layer_geometry", "layers_geometry", "layers_label_distances",
-    "probe_split", "label_centroids",
+    "JsonlLog",
+    "ProbeOutput",
+    "layer_geometry",
+    "layers_geometry",
+    "layers_label_distances",
+    "probe_split",
+    "label_centroids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,7 +155,10 @@ def _directprobe_clusters(X: Any, label_ids: np.ndarray) -> int:
 
 
 def layers_label_distances(
-    layers: list[Any], label_ids: np.ndarray, *, progress: bool = False,
+    layers: list[Any],
+    label_ids: np.ndarray,
+    *,
+    progress: bool = False,
     warm: list[Any] | None = None,
 ) -> list[Any]:
     """:func:`geomcore.label_distances_layers` of the layers of one split.
@@ -202,8 +210,9 @@ def layers_geometry(
     divided evenly among the layers, plus the layer's own centroids (and
     DirectProbe) time; ``geometry_seconds`` is the whole call's wall time.
     """
-    return _geometry(layers, label_ids, label_names, directprobe=directprobe, progress=progress,
-                     warm=None)[0]
+    return _geometry(
+        layers, label_ids, label_names, directprobe=directprobe, progress=progress, warm=None
+    )[0]
 
 
 def _geometry(layers, label_ids, label_names, *, directprobe, progress, warm):
@@ -293,7 +302,12 @@ def probe_split(
     was_training = model.training
     try:
         layers = embed_layers(
-            model, tokenizer, task, batch_size=batch_size, device=device, progress=progress,
+            model,
+            tokenizer,
+            task,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
             layers=None if geometry else [int(model.config.num_hidden_layers)],
         )
     finally:
@@ -306,8 +320,12 @@ def probe_split(
     geo: list = []
     if todo:
         geo, lds = _geometry(
-            [layers[k] for k in todo], label_ids, label_names, directprobe=directprobe,
-            progress=progress, warm=None if warm is None else [warm.get((task.split, k)) for k in todo],
+            [layers[k] for k in todo],
+            label_ids,
+            label_names,
+            directprobe=directprobe,
+            progress=progress,
+            warm=None if warm is None else [warm.get((task.split, k)) for k in todo],
         )
         if warm is not None:
             warm.update({(task.split, k): ld for k, ld in zip(todo, lds)})

@@ -106,8 +106,16 @@ def hull_distance(
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     A = as_points(A, "A")
     B = as_points(B, "B", width=A.shape[1])
-    res = solve_pairs([A, B], np.array([[0, 1]]), mode="distance", tol=tol, rtol=rtol,
-                      dtype=dt, max_iter=max_iter, params=_engine(path))
+    res = solve_pairs(
+        [A, B],
+        np.array([[0, 1]]),
+        mode="distance",
+        tol=tol,
+        rtol=rtol,
+        dtype=dt,
+        max_iter=max_iter,
+        params=_engine(path),
+    )
     return res.pair(0)
 
 
@@ -124,7 +132,9 @@ def _check_pairs(pairs: Any, ids: np.ndarray) -> np.ndarray:
     if arr.size == 0:
         return np.zeros((0, 2), np.int64)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"`pairs` must have shape (m, 2) (two group ids per row); got shape {arr.shape}.")
+        raise ValueError(
+            f"`pairs` must have shape (m, 2) (two group ids per row); got shape {arr.shape}."
+        )
     if arr.dtype.kind not in "iu":
         raise TypeError(f"`pairs` must hold integer group ids; got dtype {arr.dtype}.")
     arr = arr.astype(np.int64)
@@ -138,7 +148,10 @@ def _check_pairs(pairs: Any, ids: np.ndarray) -> np.ndarray:
     same = arr[:, 0] == arr[:, 1]
     if same.any():
         r = int(np.flatnonzero(same)[0])
-        raise ValueError(f"`pairs` row {r} pairs group {arr[r, 0]} with itself; a pair needs two different groups.")
+        raise ValueError(
+            f"`pairs` row {r} pairs group {arr[r, 0]} with itself; "
+            "a pair needs two different groups."
+        )
     return arr
 
 
@@ -194,9 +207,19 @@ def hull_distances(
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X, sets, local = _prepare(X, groups, pairs)
     warm = _warm_supports(warm_start, local.shape[0])
-    return solve_pairs(sets, local, mode="distance", tol=tol, rtol=rtol, dtype=dt,
-                       max_iter=max_iter, sharding=_sharding(shard), progress=progress, warm=warm,
-                       params=_engine(path))
+    return solve_pairs(
+        sets,
+        local,
+        mode="distance",
+        tol=tol,
+        rtol=rtol,
+        dtype=dt,
+        max_iter=max_iter,
+        sharding=_sharding(shard),
+        progress=progress,
+        warm=warm,
+        params=_engine(path),
+    )
 
 
 def _warm_supports(prev: Any, m: int) -> tuple | None:
@@ -204,10 +227,14 @@ def _warm_supports(prev: Any, m: int) -> tuple | None:
     if prev is None:
         return None
     if not isinstance(prev, HullResults):
-        raise TypeError(f"`warm_start` must be the HullResults of an earlier call; got {type(prev).__name__}.")
+        raise TypeError(
+            f"`warm_start` must be the HullResults of an earlier call; got {type(prev).__name__}."
+        )
     if prev.supports is None or len(prev.supports) != m:
         have = "no supports" if prev.supports is None else f"{len(prev.supports)} pairs"
-        raise ValueError(f"`warm_start` must come from a call with the same {m} pairs; it has {have}.")
+        raise ValueError(
+            f"`warm_start` must come from a call with the same {m} pairs; it has {have}."
+        )
     return prev.supports
 
 
@@ -235,8 +262,17 @@ def overlaps(
     """
     tol, _, dt = _check_options(tol, None, dtype)
     X, sets, local = _prepare(X, groups, pairs)
-    res = solve_pairs(sets, local, mode="decide", tol=tol, any_only=any_only, dtype=dt,
-                      max_iter=max_iter, sharding=_sharding(shard), params=_engine(path))
+    res = solve_pairs(
+        sets,
+        local,
+        mode="decide",
+        tol=tol,
+        any_only=any_only,
+        dtype=dt,
+        max_iter=max_iter,
+        sharding=_sharding(shard),
+        params=_engine(path),
+    )
     if any_only:
         return bool(np.any(~res.separable & (res.status != 4)))
     return ~res.separable
@@ -289,12 +325,15 @@ def point_hull_distances(
     if P.shape[0] == 0:
         return PointHullDistances(np.zeros((0, C)), ids)
     hulls = [by_id[int(g)] for g in ids]
-    D, n_engine = _point_hull_matrix(P, hulls, tol=tol, rtol=rtol, dtype=dt, shard=shard,
-                                     progress=progress)
+    D, n_engine = _point_hull_matrix(
+        P, hulls, tol=tol, rtol=rtol, dtype=dt, shard=shard, progress=progress
+    )
     return PointHullDistances(D, ids, n_engine)
 
 
-def _point_hull_matrix(P, hulls, *, tol, rtol, candidates=None, dtype=None, shard=None, progress=False):
+def _point_hull_matrix(
+    P, hulls, *, tol, rtol, candidates=None, dtype=None, shard=None, progress=False
+):
     """(m, C) certified distances of P's rows to the hulls (nan off ``candidates``)
     and how many entries went to the working-set engine.
 
@@ -304,10 +343,13 @@ def _point_hull_matrix(P, hulls, *, tol, rtol, candidates=None, dtype=None, shar
     """
     from geomcore.solvers.point_hull import point_hull_matrix
 
-    D, entries = point_hull_matrix(P, hulls, tol=tol, rtol=rtol, candidates=candidates, progress=progress)
+    D, entries = point_hull_matrix(
+        P, hulls, tol=tol, rtol=rtol, candidates=candidates, progress=progress
+    )
     if entries.shape[0]:
-        D[entries[:, 0], entries[:, 1]] = _engine_point_hull(P, hulls, entries, tol=tol, rtol=rtol, dtype=dtype,
-                                                             shard=shard, progress=progress)
+        D[entries[:, 0], entries[:, 1]] = _engine_point_hull(
+            P, hulls, entries, tol=tol, rtol=rtol, dtype=dtype, shard=shard, progress=progress
+        )
     return D, int(entries.shape[0])
 
 
@@ -318,10 +360,17 @@ def _engine_point_hull(P, hulls, entries, *, tol, rtol, dtype=None, shard=None, 
     slot = {int(i): k for k, i in enumerate(pts)}
     sets = [P[i : i + 1] for i in pts] + list(hulls)
     pairs = np.stack([[slot[int(i)] for i in entries[:, 0]], pts.size + entries[:, 1]], axis=1)
-    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol,
-                      dtype=np.float32 if dtype is None else dtype,
-                      sharding=_sharding(shard), progress=progress,
-                      params=EngineParams(points_per_hull=pairs.shape[0] + 1))
+    res = solve_pairs(
+        sets,
+        pairs,
+        mode="distance",
+        tol=tol,
+        rtol=rtol,
+        dtype=np.float32 if dtype is None else dtype,
+        sharding=_sharding(shard),
+        progress=progress,
+        params=EngineParams(points_per_hull=pairs.shape[0] + 1),
+    )
     return np.asarray(res.distance, dtype=np.float64)
 
 
@@ -383,20 +432,40 @@ def label_distances(
     tol, rtol, dt = _check_options(tol, rtol, dtype)
     X = as_points(X, "X")
     y = as_labels(labels, X.shape[0], "labels")
-    return _label_distances(X, y, tol=tol, rtol=rtol, dtype=dt, shard=shard, progress=progress,
-                            warm_start=warm_start, params=_engine(path))
+    return _label_distances(
+        X,
+        y,
+        tol=tol,
+        rtol=rtol,
+        dtype=dt,
+        shard=shard,
+        progress=progress,
+        warm_start=warm_start,
+        params=_engine(path),
+    )
 
 
-def _label_distances(X, y, *, tol, rtol, dtype, shard, progress, warm_start, params) -> LabelDistances:
+def _label_distances(
+    X, y, *, tol, rtol, dtype, shard, progress, warm_start, params
+) -> LabelDistances:
     uniq, inv = np.unique(y, return_inverse=True)
     L = uniq.size
     iu, ju = np.triu_indices(L, k=1)
     pairs = np.stack([iu, ju], axis=1)
     by_id, _ = _group_sets(X, inv.astype(np.int64))
     sets = [by_id[k] for k in range(L)]
-    res = solve_pairs(sets, pairs, mode="distance", tol=tol, rtol=rtol, dtype=dtype,
-                      sharding=_sharding(shard), progress=progress,
-                      warm=label_pair_supports(warm_start, uniq), params=params)
+    res = solve_pairs(
+        sets,
+        pairs,
+        mode="distance",
+        tol=tol,
+        rtol=rtol,
+        dtype=dtype,
+        sharding=_sharding(shard),
+        progress=progress,
+        warm=label_pair_supports(warm_start, uniq),
+        params=params,
+    )
     M = np.zeros((L, L))
     S = np.zeros((L, L), bool)
     M[iu, ju] = M[ju, iu] = res.distance
@@ -457,8 +526,19 @@ def label_distances_layers(
         start = None if warm_start is None else warm_start[k]
         if start is None and chain and out:
             start = out[-1]
-        out.append(_label_distances(X, y, tol=tol, rtol=rtol, dtype=dt, shard=shard, progress=progress,
-                                    warm_start=start, params=params))
+        out.append(
+            _label_distances(
+                X,
+                y,
+                tol=tol,
+                rtol=rtol,
+                dtype=dt,
+                shard=shard,
+                progress=progress,
+                warm_start=start,
+                params=params,
+            )
+        )
     return out
 
 
@@ -470,7 +550,8 @@ def label_pair_supports(prev: LabelDistances | None, labels: np.ndarray) -> list
         return None
     if not isinstance(prev, LabelDistances):
         raise TypeError(
-            f"`warm_start` must be the LabelDistances of an earlier call; got {type(prev).__name__}."
+            "`warm_start` must be the LabelDistances of an earlier call; "
+            f"got {type(prev).__name__}."
         )
     L = labels.size
     iu, ju = np.triu_indices(L, k=1)

@@ -44,7 +44,18 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-__all__ = ["Corral", "Solve", "solve", "solve_batch", "solve_inplace", "thread_pool", "OPTIMAL", "OVERLAP", "STALLED", "MAX_STEPS"]
+__all__ = [
+    "Corral",
+    "Solve",
+    "solve",
+    "solve_batch",
+    "solve_inplace",
+    "thread_pool",
+    "OPTIMAL",
+    "OVERLAP",
+    "STALLED",
+    "MAX_STEPS",
+]
 
 # Exit codes of a solve.
 OPTIMAL = 0  # restricted gap <= rtol
@@ -56,7 +67,10 @@ _PIVOT = 1e-12
 # Reassociation lets LLVM vectorise the dot products of the triangular solves
 # (strict order leaves them latency-bound: one FMA per 4 cycles); no flags
 # that assume finite values. Results stay deterministic for a given machine.
-_FAST = {"reassoc", "contract"}  # a new corral point must add at least this (relative) to the factor
+_FAST = {
+    "reassoc",
+    "contract",
+}  # a new corral point must add at least this (relative) to the factor
 
 
 @numba.njit(cache=True, fastmath=_FAST, nogil=True)
@@ -388,8 +402,16 @@ class Solve(NamedTuple):
     corral: Corral
 
 
-def solve(gram: np.ndarray, side: np.ndarray, x: np.ndarray, *, rtol: float, overlap: float,
-          max_steps: int, corral: Corral | None = None) -> Solve:
+def solve(
+    gram: np.ndarray,
+    side: np.ndarray,
+    x: np.ndarray,
+    *,
+    rtol: float,
+    overlap: float,
+    max_steps: int,
+    corral: Corral | None = None,
+) -> Solve:
     """Nearest points of the two hulls of one working set (see the module docstring).
 
     Args:
@@ -413,13 +435,17 @@ def solve(gram: np.ndarray, side: np.ndarray, x: np.ndarray, *, rtol: float, ove
         L[:s0, :s0] = corral.factor
         S[:s0] = corral.index
     x = np.array(x, np.float64)
-    code, steps, w2, gap, s = _solve_one(gram, side, x, L, S, s0, float(rtol), float(overlap),
-                                         int(max_steps))
-    return Solve(x, int(code), int(steps), float(w2), float(gap), Corral(S[:s].copy(), L[:s, :s].copy()))
+    code, steps, w2, gap, s = _solve_one(
+        gram, side, x, L, S, s0, float(rtol), float(overlap), int(max_steps)
+    )
+    return Solve(
+        x, int(code), int(steps), float(w2), float(gap), Corral(S[:s].copy(), L[:s, :s].copy())
+    )
 
 
-def solve_inplace(gram, side, x, factor, corral, size: int, *, rtol: float, overlap: float,
-                  max_steps: int) -> tuple[int, int, float, float, int]:
+def solve_inplace(
+    gram, side, x, factor, corral, size: int, *, rtol: float, overlap: float, max_steps: int
+) -> tuple[int, int, float, float, int]:
     """The kernel on caller-owned buffers (the working-set path keeps them per
     pair between rounds): ``gram`` (K, K), ``side`` (K,) int8 (-1 = empty
     slot), ``x`` (K,) start weights, overwritten by the solution; ``factor``
@@ -427,12 +453,15 @@ def solve_inplace(gram, side, x, factor, corral, size: int, *, rtol: float, over
     in their first ``size`` rows on entry (0: build from x) and on exit.
 
     Returns (code, steps, ||w||^2, gap, new size)."""
-    code, steps, w2, gap, s = _solve_one(gram, side, x, factor, corral, int(size), float(rtol),
-                                         float(overlap), int(max_steps))
+    code, steps, w2, gap, s = _solve_one(
+        gram, side, x, factor, corral, int(size), float(rtol), float(overlap), int(max_steps)
+    )
     return int(code), int(steps), float(w2), float(gap), int(s)
 
 
-def solve_batch(problems, *, rtol: float, overlap: float, max_steps: int, threads: int = 2) -> list[Solve]:
+def solve_batch(
+    problems, *, rtol: float, overlap: float, max_steps: int, threads: int = 2
+) -> list[Solve]:
     """:func:`solve` on many ``(gram, side, x, corral)`` problems, ``threads`` at a
     time (the kernel releases the GIL; each problem is solved alone, so the
     results do not depend on the batch or the thread count)."""

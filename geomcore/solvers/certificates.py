@@ -17,8 +17,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Certificate", "add_violators", "certificate", "certify", "convex_weights", "hull_points",
-           "most_violating"]
+__all__ = [
+    "Certificate",
+    "add_violators",
+    "certificate",
+    "certify",
+    "convex_weights",
+    "hull_points",
+    "most_violating",
+]
 
 
 class Certificate(NamedTuple):
@@ -47,14 +54,17 @@ def hull_points(A: np.ndarray, B: np.ndarray, ia, a, ib, b):
     return convex_weights(a) @ A[ia], convex_weights(b) @ B[ib]
 
 
-def certificate(u: np.ndarray, v: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> Certificate:
+def certificate(
+    u: np.ndarray, v: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray
+) -> Certificate:
     """Certificates of w = u - v given the float64 scores <w, a_i>, <w, b_j> on all points."""
     w = u - v
     upper = float(np.linalg.norm(w))
     smin, smax = float(scores_a.min()), float(scores_b.max())
     lower = (smin - smax) / upper if upper > 0 else 0.0
-    return Certificate(w, lower, upper, 0.5 * (smin + smax), scores_a, scores_b,
-                       float(u @ w), float(v @ w))
+    return Certificate(
+        w, lower, upper, 0.5 * (smin + smax), scores_a, scores_b, float(u @ w), float(v @ w)
+    )
 
 
 def certify(A: np.ndarray, B: np.ndarray, ia, a, ib, b) -> Certificate:
@@ -64,8 +74,14 @@ def certify(A: np.ndarray, B: np.ndarray, ia, a, ib, b) -> Certificate:
     return certificate(u, v, A @ w, B @ w)
 
 
-def most_violating(scores: np.ndarray, member: np.ndarray, k: int, *, below: float | None = None,
-                   above: float | None = None) -> np.ndarray:
+def most_violating(
+    scores: np.ndarray,
+    member: np.ndarray,
+    k: int,
+    *,
+    below: float | None = None,
+    above: float | None = None,
+) -> np.ndarray:
     """Indices of up to k non-member points with the most violating scores.
 
     With ``below`` the points with scores < below, lowest first; with ``above``
@@ -80,8 +96,9 @@ def most_violating(scores: np.ndarray, member: np.ndarray, k: int, *, below: flo
     return cand[order[:k]]
 
 
-def add_violators(sa: np.ndarray, sb: np.ndarray, ia: np.ndarray, ib: np.ndarray, lo: float, hi: float,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
+def add_violators(
+    sa: np.ndarray, sb: np.ndarray, ia: np.ndarray, ib: np.ndarray, lo: float, hi: float, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Working sets ``ia``, ``ib`` grown by up to k points per side that violate
     the slab most: scores ``sa`` of A below ``lo``, scores ``sb`` of B above
     ``hi`` (members already in are skipped). Returns sorted index arrays."""

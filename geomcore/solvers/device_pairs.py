@@ -38,7 +38,13 @@ from geomcore.results import HullResults, Status
 from geomcore.solvers.buckets import batch_floats, bucket, bucket4, floor4
 from geomcore.solvers.certificates import add_violators, convex_weights, hull_points, most_violating
 from geomcore.solvers.exact_lp import lp_decide
-from geomcore.solvers.frames import initial_working_set, pair_frame, set_stats, shared_point, valid_support
+from geomcore.solvers.frames import (
+    initial_working_set,
+    pair_frame,
+    set_stats,
+    shared_point,
+    valid_support,
+)
 from geomcore.solvers.nearest_point import solve_padded, solve_padded_gram, use_gram
 from geomcore.solvers.params import DEFAULT_RTOL, DEFAULT_TOL, DeviceParams
 from geomcore.solvers.pricing import certify_all
@@ -121,14 +127,16 @@ def _pad_block(sets, pairs: list[_Pair], K: int, b: int, dtype):
         a0[r, :na] = p.a
         b0[r, :nb] = p.b
     # Padding pairs: one point at the origin on both sides: w = 0, done at once.
-    ma[len(pairs):, 0] = True
-    mb[len(pairs):, 0] = True
-    a0[len(pairs):, 0] = 1
-    b0[len(pairs):, 0] = 1
+    ma[len(pairs) :, 0] = True
+    mb[len(pairs) :, 0] = True
+    a0[len(pairs) :, 0] = 1
+    b0[len(pairs) :, 0] = 1
     return Za, ma, Zb, mb, a0, b0
 
 
-def _run_batch(sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, decide, iters, sharding):
+def _run_batch(
+    sets, chunks: list[list[_Pair]], K: int, d: int, *, tol, rtol, decide, iters, sharding
+):
     """Iterate the chunks, one per device, each padded to the same block size.
 
     Every device gets a block of the same shape (b, K, d) whether there is one
@@ -309,8 +317,9 @@ def solve_device(
             start = _warm_working_set(sets[i], sets[j], warm[k], working_set)
         if start is not None:
             ia, a0, ib, b0 = start
-            work.append(_Pair(int(i), int(j), center, radius, ia, ib, a0, b0, dtype,
-                              round_iter=warm_round))
+            work.append(
+                _Pair(int(i), int(j), center, radius, ia, ib, a0, b0, dtype, round_iter=warm_round)
+            )
             continue
         direction = si.mean - sj.mean
         if not np.any(direction):
@@ -323,9 +332,18 @@ def solve_device(
         else:
             ia = initial_working_set(sets[i], direction, working_set, lowest=True)
             ib = initial_working_set(sets[j], direction, working_set, lowest=False)
-        p = _Pair(int(i), int(j), center, radius, ia, ib,
-                  np.full(ia.size, 1.0 / ia.size), np.full(ib.size, 1.0 / ib.size), dtype,
-                  round_iter=cold_round)
+        p = _Pair(
+            int(i),
+            int(j),
+            center,
+            radius,
+            ia,
+            ib,
+            np.full(ia.size, 1.0 / ia.size),
+            np.full(ib.size, 1.0 / ib.size),
+            dtype,
+            round_iter=cold_round,
+        )
         work.append(p)
 
     # Round 0: the uniform weights already certify many pairs (centroid-like
@@ -345,8 +363,12 @@ def solve_device(
 
     while active and not (any_only and found_overlap):
         over = {id(p) for p in active if p.iterations >= max_iter or p.rounds >= max_rounds}
-        due = [p for p in active if not p.lp_checked
-               and (id(p) in over or (p.iterations >= lp_after and p.cert.lower <= 0))]
+        due = [
+            p
+            for p in active
+            if not p.lp_checked
+            and (id(p) in over or (p.iterations >= lp_after and p.cert.lower <= 0))
+        ]
         finished = set()
         for p in due:
             _escalate(sets, p, decide, tol)
@@ -359,14 +381,22 @@ def solve_device(
             bar.update(len(finished))
         active = [p for p in active if id(p) not in finished]
         if not decide:
-            thin = [p for p in active if not p.qp_tried and p.iterations >= qp_after
-                    and (p.cert.lower > 0 or p.lp_separable)]
+            thin = [
+                p
+                for p in active
+                if not p.qp_tried
+                and p.iterations >= qp_after
+                and (p.cert.lower > 0 or p.lp_separable)
+            ]
             if thin:
                 for p in thin:
                     _finish_qp(sets, p, rtol)
                 _certify_all(sets, thin)
-                done = {id(p) for p in thin
-                        if _update(sets, p, tol=tol, rtol=rtol, decide=False, grow_floor=working_set)}
+                done = {
+                    id(p)
+                    for p in thin
+                    if _update(sets, p, tol=tol, rtol=rtol, decide=False, grow_floor=working_set)
+                }
                 if done and bar is not None:
                     bar.update(len(done))
                 active = [p for p in active if id(p) not in done]
@@ -442,9 +472,16 @@ def _escalate(sets, p: _Pair, decide: bool, tol: float) -> None:
     # scale = 2 * radius, so tol * scale is 2 * tol in the scaled frame.
     res = lp_decide(As, Bs, ia, ib, overlap_tol=2.0 * tol)
     p.lp_checked = True
-    log.info("pair (%d, %d) escalated to the exact LP after %d iterations: %s "
-             "(%d of %d LP rounds by HiGHS)", p.i, p.j, p.iterations,
-             "separable" if res.separable else "overlap", res.highs_rounds, res.rounds)
+    log.info(
+        "pair (%d, %d) escalated to the exact LP after %d iterations: %s "
+        "(%d of %d LP rounds by HiGHS)",
+        p.i,
+        p.j,
+        p.iterations,
+        "separable" if res.separable else "overlap",
+        res.highs_rounds,
+        res.rounds,
+    )
     p.status = Status.EXACT_LP
     if res.separable:
         c = p.cert
@@ -535,5 +572,6 @@ def _collect(work: list[_Pair], m: int, d: int, n_escalated: int) -> HullResults
         lower[k] = max(lo, 0.0) if sep else 0.0
         distance[k] = c.upper if sep else 0.0
     supports = tuple(_support(p) for p in work)
-    return HullResults(distance, lower, upper, separable, w, b, iterations, status, scale,
-                       n_escalated, supports)
+    return HullResults(
+        distance, lower, upper, separable, w, b, iterations, status, scale, n_escalated, supports
+    )

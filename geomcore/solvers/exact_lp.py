@@ -58,10 +58,12 @@ def _solve(A: np.ndarray, B: np.ndarray):
     """HiGHS on the bounded max-slab LP; variables (w, c, t), objective -t."""
     na, nb, d = A.shape[0], B.shape[0], A.shape[1]
     # -<w,a> + c + t <= 0 ;  <w,b> - c + t <= 0
-    A_ub = np.vstack([
-        np.hstack([-A, np.ones((na, 1)), np.ones((na, 1))]),
-        np.hstack([B, -np.ones((nb, 1)), np.ones((nb, 1))]),
-    ])
+    A_ub = np.vstack(
+        [
+            np.hstack([-A, np.ones((na, 1)), np.ones((na, 1))]),
+            np.hstack([B, -np.ones((nb, 1)), np.ones((nb, 1))]),
+        ]
+    )
     b_ub = np.zeros(na + nb)
     cost = np.zeros(d + 2)
     cost[-1] = -1.0

@@ -13,8 +13,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SetStats", "set_stats", "pair_frame", "shared_point", "row_hashes", "initial_working_set",
-           "valid_support"]
+__all__ = [
+    "SetStats",
+    "set_stats",
+    "pair_frame",
+    "shared_point",
+    "row_hashes",
+    "initial_working_set",
+    "valid_support",
+]
 
 
 class SetStats(NamedTuple):
@@ -32,8 +39,10 @@ def pair_frame(si: SetStats, sj: SetStats) -> tuple[np.ndarray, float]:
     """The pair's centre (midpoint of the means) and radius R (every point of
     both sets lies within R of it; 1.0 for two identical points)."""
     center = 0.5 * (si.mean + sj.mean)
-    radius = max(si.radius + float(np.linalg.norm(si.mean - center)),
-                 sj.radius + float(np.linalg.norm(sj.mean - center)))
+    radius = max(
+        si.radius + float(np.linalg.norm(si.mean - center)),
+        sj.radius + float(np.linalg.norm(sj.mean - center)),
+    )
     return center, radius if radius > 0 else 1.0
 
 
@@ -45,7 +54,9 @@ def row_hashes(X: np.ndarray) -> np.ndarray:
     """
     V = np.ascontiguousarray(X, dtype=np.float64).view(np.uint64)
     # Odd multipliers per column, summed with wrap-around, then mixed.
-    mult = (np.arange(1, V.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    mult = (
+        np.arange(1, V.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    ) | np.uint64(1)
     with np.errstate(over="ignore"):
         h = (V * mult).sum(axis=1, dtype=np.uint64)
         h ^= h >> np.uint64(31)
@@ -72,13 +83,16 @@ def shared_point(rows: dict, sets, i: int, j: int, hashes=row_hashes):
     for a, b in zip(ka, kb):
         if np.array_equal(A[a], B[b]):
             return int(a), int(b)
-    exact = [np.ascontiguousarray(X).view(np.dtype((np.void, 8 * X.shape[1]))).ravel() for X in (A, B)]
+    exact = [
+        np.ascontiguousarray(X).view(np.dtype((np.void, 8 * X.shape[1]))).ravel() for X in (A, B)
+    ]
     common, ka, kb = np.intersect1d(*exact, return_indices=True)
     return (int(ka[0]), int(kb[0])) if common.size else None
 
 
-def initial_working_set(X: np.ndarray, direction: np.ndarray, k: int, lowest: bool,
-                        scores: np.ndarray | None = None) -> np.ndarray:
+def initial_working_set(
+    X: np.ndarray, direction: np.ndarray, k: int, lowest: bool, scores: np.ndarray | None = None
+) -> np.ndarray:
     """Sorted indices of the k points of X lowest (or highest) along ``direction``."""
     if X.shape[0] <= k:
         return np.arange(X.shape[0])
@@ -95,8 +109,15 @@ def valid_support(start, na: int, nb: int):
         return None
     ia, a, ib, b = (np.asarray(x) for x in start)
     for idx, wt, n in ((ia, a, na), (ib, b, nb)):
-        if (idx.ndim != 1 or idx.shape != wt.shape or idx.size == 0 or idx.dtype.kind not in "iu"
-                or idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size
-                or not np.all(wt > 0)):
+        if (
+            idx.ndim != 1
+            or idx.shape != wt.shape
+            or idx.size == 0
+            or idx.dtype.kind not in "iu"
+            or idx.min() < 0
+            or idx.max() >= n
+            or np.unique(idx).size != idx.size
+            or not np.all(wt > 0)
+        ):
             return None
     return ia, a / a.sum(), ib, b / b.sum()

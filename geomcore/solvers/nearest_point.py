@@ -37,6 +37,7 @@ from geomcore.solvers.projections import projection_simplex_masked
 
 __all__ = ["NearestPointOutput", "solve_padded", "solve_padded_gram", "lipschitz", "use_gram"]
 
+
 def _precision():
     # On GPU/TPU the default float32 dot may use TF32/bf16 passes: ask for full
     # float32. On CPU the default is already exact float32, and HIGHEST selects
@@ -64,7 +65,7 @@ def _matvec(Z: jax.Array, w: jax.Array) -> jax.Array:
 def _rmatvec(Z: jax.Array, lam: jax.Array) -> jax.Array:
     """(B, K, d) x (B, K) -> (B, d): per pair Z^T lam."""
     prec = _precision()
-    return jax.vmap(lambda z, l: jnp.dot(l, z, precision=prec))(Z, lam)
+    return jax.vmap(lambda z, wt: jnp.dot(wt, z, precision=prec))(Z, lam)
 
 
 def lipschitz(Za: jax.Array, Zb: jax.Array, n_steps: int = 12) -> jax.Array:
@@ -110,8 +111,11 @@ def lipschitz(Za: jax.Array, Zb: jax.Array, n_steps: int = 12) -> jax.Array:
 
     _, alpha, beta = jax.lax.fori_loop(0, n_steps, body, (V, alpha, beta))
     off = beta[:, :-1]
-    T = (jax.vmap(jnp.diag)(alpha) + jax.vmap(lambda x: jnp.diag(x, 1))(off)
-         + jax.vmap(lambda x: jnp.diag(x, -1))(off))
+    T = (
+        jax.vmap(jnp.diag)(alpha)
+        + jax.vmap(lambda x: jnp.diag(x, 1))(off)
+        + jax.vmap(lambda x: jnp.diag(x, -1))(off)
+    )
     return jnp.linalg.eigvalsh(T)[:, -1]
 
 
@@ -186,9 +190,18 @@ def solve_padded(
     B = Za.shape[0]
     # state: x (a, b), its w, momentum point y (ya, yb) and its w, t, iterations
     init = (
-        a0, b0, w0, a0, b0, w0,
-        jnp.ones((B,), dtype), jnp.zeros((B,), jnp.int32),
-        done0, lower0, upper0, jnp.zeros((), jnp.int32),
+        a0,
+        b0,
+        w0,
+        a0,
+        b0,
+        w0,
+        jnp.ones((B,), dtype),
+        jnp.zeros((B,), jnp.int32),
+        done0,
+        lower0,
+        upper0,
+        jnp.zeros((), jnp.int32),
     )
 
     def one_step(_, s):
@@ -205,10 +218,18 @@ def solve_padded(
         nwy = nw + beta[:, None] * (nw - w)
         keep = done[:, None]
         return (
-            jnp.where(keep, a, na), jnp.where(keep, b, nb), jnp.where(keep, w, nw),
-            jnp.where(keep, ya, nya), jnp.where(keep, yb, nyb), jnp.where(keep, wy, nwy),
-            jnp.where(done, t, t_new), it + (~done).astype(jnp.int32),
-            done, lo, up, k,
+            jnp.where(keep, a, na),
+            jnp.where(keep, b, nb),
+            jnp.where(keep, w, nw),
+            jnp.where(keep, ya, nya),
+            jnp.where(keep, yb, nyb),
+            jnp.where(keep, wy, nwy),
+            jnp.where(done, t, t_new),
+            it + (~done).astype(jnp.int32),
+            done,
+            lo,
+            up,
+            k,
         )
 
     def cond(s):
@@ -225,9 +246,7 @@ def solve_padded(
         return (a, b, w, ya, yb, wy, t, it, done, lo, up, k + check_every)
 
     s = jax.lax.while_loop(cond, body, init)
-    return NearestPointOutput(
-        a=s[0], b=s[1], iterations=s[7], done=s[8], lower=s[9], upper=s[10]
-    )
+    return NearestPointOutput(a=s[0], b=s[1], iterations=s[7], done=s[8], lower=s[9], upper=s[10])
 
 
 def use_gram(K: int, d: int) -> bool:
@@ -285,8 +304,18 @@ def solve_padded_gram(
     x0 = jnp.concatenate([a0, b0], axis=1)
     g0 = gmul(x0)
     lower0, upper0 = certificates(x0)
-    init = (x0, g0, x0, g0, jnp.ones((B,), dtype), jnp.zeros((B,), jnp.int32),
-            stopped(lower0, upper0), lower0, upper0, jnp.zeros((), jnp.int32))
+    init = (
+        x0,
+        g0,
+        x0,
+        g0,
+        jnp.ones((B,), dtype),
+        jnp.zeros((B,), jnp.int32),
+        stopped(lower0, upper0),
+        lower0,
+        upper0,
+        jnp.zeros((), jnp.int32),
+    )
 
     def one_step(_, s):
         x, gx, y, gy, t, it, done, lo, up, k = s
@@ -296,9 +325,18 @@ def solve_padded_gram(
         ny = nx + beta[:, None] * (nx - x)
         gny = gnx + beta[:, None] * (gnx - gx)
         keep = done[:, None]
-        return (jnp.where(keep, x, nx), jnp.where(keep, gx, gnx), jnp.where(keep, y, ny),
-                jnp.where(keep, gy, gny), jnp.where(done, t, t_new), it + (~done).astype(jnp.int32),
-                done, lo, up, k)
+        return (
+            jnp.where(keep, x, nx),
+            jnp.where(keep, gx, gnx),
+            jnp.where(keep, y, ny),
+            jnp.where(keep, gy, gny),
+            jnp.where(done, t, t_new),
+            it + (~done).astype(jnp.int32),
+            done,
+            lo,
+            up,
+            k,
+        )
 
     def cond(s):
         return jnp.any(~s[6]) & (s[9] < max_iter)
@@ -312,4 +350,6 @@ def solve_padded_gram(
 
     s = jax.lax.while_loop(cond, body, init)
     x = s[0]
-    return NearestPointOutput(a=x[:, :K], b=x[:, K:], iterations=s[5], done=s[6], lower=s[7], upper=s[8])
+    return NearestPointOutput(
+        a=x[:, :K], b=x[:, K:], iterations=s[5], done=s[6], lower=s[7], upper=s[8]
+    )

@@ -36,8 +36,15 @@ from geomcore.solvers.buckets import bucket
 from geomcore.solvers.projections import project_simplex_rows
 from geomcore.solvers.spectral import step_lipschitz
 
-__all__ = ["PointHullBatch", "point_hull_batch", "point_hull_ws_batch", "point_hull_matrix",
-           "solve_point_hull", "MAX_GRAM", "SHARED_MAX"]
+__all__ = [
+    "PointHullBatch",
+    "point_hull_batch",
+    "point_hull_ws_batch",
+    "point_hull_matrix",
+    "solve_point_hull",
+    "MAX_GRAM",
+    "SHARED_MAX",
+]
 
 # The shared Gram matrix is at most MAX_GRAM^2 floats (128 MiB at 4096).
 MAX_GRAM = 4096
@@ -48,8 +55,9 @@ MAX_GRAM = 4096
 SHARED_MAX = 256
 
 
-def solve_point_hull(P: np.ndarray, X: np.ndarray, *, tol: float, rtol: float,
-                     decide: bool = False) -> "PointHullBatch":
+def solve_point_hull(
+    P: np.ndarray, X: np.ndarray, *, tol: float, rtol: float, decide: bool = False
+) -> "PointHullBatch":
     """Distances from every row of P to conv X, by whichever solver suits X's size.
 
     With ``decide`` a point is done as soon as it is decided: inside (U <= tol
@@ -151,7 +159,9 @@ def point_hull_batch(
     P, X, Xc, Pc, scale = _frame(P, X)
     m, n = P.shape[0], X.shape[0]
     if n > MAX_GRAM:
-        raise ValueError(f"point_hull_batch: {n} hull points; at most {MAX_GRAM} (use the pair engine).")
+        raise ValueError(
+            f"point_hull_batch: {n} hull points; at most {MAX_GRAM} (use the pair engine)."
+        )
     U = np.full(m, np.inf)
     L = np.full(m, -np.inf)
     done = np.zeros(m, bool)
@@ -205,11 +215,18 @@ def _closed(U: np.ndarray, L: np.ndarray, rtol: float, decide: bool) -> np.ndarr
     return L > 0 if decide else U - L <= rtol * U
 
 
-
-
-def _fista_rows(G: np.ndarray, b: np.ndarray, lam: np.ndarray, pp: np.ndarray, *, rtol: float,
-                u_abs: np.ndarray, max_iter: int, check_every: int = 50,
-                decide: bool = False) -> tuple[np.ndarray, int]:
+def _fista_rows(
+    G: np.ndarray,
+    b: np.ndarray,
+    lam: np.ndarray,
+    pp: np.ndarray,
+    *,
+    rtol: float,
+    u_abs: np.ndarray,
+    max_iter: int,
+    check_every: int = 50,
+    decide: bool = False,
+) -> tuple[np.ndarray, int]:
     """min_lam f(lam) = 1/2 lam^T G_r lam - b_r^T lam over the simplex, for every row r.
 
     ``check_every`` also spaces the Newton polish (a batched solve): every 50
@@ -352,7 +369,11 @@ def point_hull_ws_batch(
         K = min(bucket(k0), n)
         PX = Pa @ Xc.T  # (rows, n) <p, x_i>: the nearest members now, the linear terms each round
         D2 = sq[None, :] - 2.0 * PX
-        idx = np.argpartition(D2, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (rows.size, 1))
+        idx = (
+            np.argpartition(D2, K - 1, axis=1)[:, :K]
+            if K < n
+            else np.tile(np.arange(n), (rows.size, 1))
+        )
         order = np.argsort(np.take_along_axis(D2, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
         lam = np.zeros(idx.shape)
@@ -365,8 +386,16 @@ def point_hull_ws_batch(
                 Xw = Xc[idx]
                 G = Xw @ np.swapaxes(Xw, 1, 2)
             bw = np.take_along_axis(PX[act], idx, axis=1)
-            lam, it = _fista_rows(G, bw, lam, pp[act], rtol=rtol, u_abs=0.5 * tol * scale[rows[act]],
-                                  max_iter=inner_iter, decide=decide)
+            lam, it = _fista_rows(
+                G,
+                bw,
+                lam,
+                pp[act],
+                rtol=rtol,
+                u_abs=0.5 * tol * scale[rows[act]],
+                max_iter=inner_iter,
+                decide=decide,
+            )
             g = rows[act]
             iters[g] += it
             lam = np.maximum(lam, 0.0)
@@ -376,8 +405,12 @@ def point_hull_ws_batch(
             Ua = np.linalg.norm(Wa, axis=1)
             S = Wa @ Xc.T  # (a, n): <w, x_i>
             with np.errstate(invalid="ignore", divide="ignore"):
-                La = np.where(Ua > 0, (np.einsum("ad,ad->a", Wa, Pa[act]) - S.max(axis=1))
-                              / np.where(Ua > 0, Ua, 1.0), 0.0)
+                La = np.where(
+                    Ua > 0,
+                    (np.einsum("ad,ad->a", Wa, Pa[act]) - S.max(axis=1))
+                    / np.where(Ua > 0, Ua, 1.0),
+                    0.0,
+                )
             U[g], L[g], W[g] = Ua, La, Wa
             fin = (Ua <= tol * scale[g]) | _closed(Ua, La, rtol, decide)
             done[g[fin]] = True
@@ -393,9 +426,17 @@ def point_hull_ws_batch(
             if n_support + k_add > k_max:
                 break
             K = min(bucket(n_support + k_add), n)
-            np.put_along_axis(prio, idx, np.where(support, np.inf, prio[np.arange(prio.shape[0])[:, None], idx]),
-                              axis=1)
-            new = np.argpartition(-prio, K - 1, axis=1)[:, :K] if K < n else np.tile(np.arange(n), (act.size, 1))
+            np.put_along_axis(
+                prio,
+                idx,
+                np.where(support, np.inf, prio[np.arange(prio.shape[0])[:, None], idx]),
+                axis=1,
+            )
+            new = (
+                np.argpartition(-prio, K - 1, axis=1)[:, :K]
+                if K < n
+                else np.tile(np.arange(n), (act.size, 1))
+            )
             # Carry the weights of members that stay (every support member does).
             full = np.zeros((act.size, n))
             np.put_along_axis(full, idx, lam, axis=1)

@@ -85,8 +85,17 @@ def solve_pairs(
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if warm is not None and len(warm) != pairs.shape[0]:
         raise ValueError(f"`warm` has {len(warm)} entries for {pairs.shape[0]} pairs.")
-    kw = dict(mode=mode, tol=tol, rtol=rtol, any_only=any_only, dtype=dtype, sharding=sharding,
-              progress=progress, max_iter=max_iter, params=params.device)
+    kw = dict(
+        mode=mode,
+        tol=tol,
+        rtol=rtol,
+        any_only=any_only,
+        dtype=dtype,
+        sharding=sharding,
+        progress=progress,
+        max_iter=max_iter,
+        params=params.device,
+    )
     host = host_path(params.path)
     m = pairs.shape[0]
     d = sets[0].shape[1] if len(sets) else 0
@@ -110,28 +119,62 @@ def solve_pairs(
     fast: dict = {}
     n_escalated = 0
     if single.any():
-        fast.update(_point_pairs(sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol,
-                                 decide=mode == "decide"))
+        fast.update(
+            _point_pairs(
+                sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol, decide=mode == "decide"
+            )
+        )
     if small.any():
         from geomcore.solvers.small_pairs import solve_small_pairs
 
-        solved, n_escalated = solve_small_pairs(sets, pairs, np.flatnonzero(small), tol=tol, rtol=rtol,
-                                                decide=mode == "decide", warm=warm)
+        solved, n_escalated = solve_small_pairs(
+            sets,
+            pairs,
+            np.flatnonzero(small),
+            tol=tol,
+            rtol=rtol,
+            decide=mode == "decide",
+            warm=warm,
+        )
         fast.update(solved)
     rest = np.setdiff1d(np.arange(m), np.fromiter(fast, np.int64, len(fast)))
     if not fast and not host:
         return solve_device(sets, pairs, warm=warm, **kw)
-    out = HullResults(np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m, bool), np.zeros((m, d)),
-                      np.zeros(m), np.zeros(m, np.int64), np.zeros(m, np.int8), np.zeros(m), 0)
+    out = HullResults(
+        np.zeros(m),
+        np.zeros(m),
+        np.zeros(m),
+        np.zeros(m, bool),
+        np.zeros((m, d)),
+        np.zeros(m),
+        np.zeros(m, np.int64),
+        np.zeros(m, np.int8),
+        np.zeros(m),
+        0,
+    )
     supports: list = [None] * m
     for k, row in fast.items():
         _put(out, supports, k, row)
     if rest.size and host:
-        rest, warm = _host(sets, pairs, rest, out, supports, warm, mode=mode, tol=tol, rtol=rtol,
-                           any_only=any_only, progress=progress, params=params)
+        rest, warm = _host(
+            sets,
+            pairs,
+            rest,
+            out,
+            supports,
+            warm,
+            mode=mode,
+            tol=tol,
+            rtol=rtol,
+            any_only=any_only,
+            progress=progress,
+            params=params,
+        )
         kw["progress"] = False
     if rest.size:
-        res = solve_device(sets, pairs[rest], warm=None if warm is None else [warm[k] for k in rest], **kw)
+        res = solve_device(
+            sets, pairs[rest], warm=None if warm is None else [warm[k] for k in rest], **kw
+        )
         for f in PAIR_FIELDS:
             getattr(out, f)[rest] = getattr(res, f)
         n_escalated += res.n_escalated
@@ -159,9 +202,16 @@ def _host(sets, pairs, rest, out, supports, warm, *, mode, tol, rtol, any_only, 
         bar = tqdm(total=rest.size, desc="hull pairs", unit="pair")
     try:
         done, left, stopped = solve_working_sets(
-            sets, pairs[rest], mode=mode, tol=tol, rtol=rtol, any_only=any_only,
-            warm=None if warm is None else [warm[k] for k in rest], params=params.host,
-            on_done=None if bar is None else bar.update)
+            sets,
+            pairs[rest],
+            mode=mode,
+            tol=tol,
+            rtol=rtol,
+            any_only=any_only,
+            warm=None if warm is None else [warm[k] for k in rest],
+            params=params.host,
+            on_done=None if bar is None else bar.update,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -213,7 +263,18 @@ def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide)
                 smin, smax = sign * sp[r], sign * S[:, r].max()
             else:
                 smin, smax = sign * S[:, r].min(), sign * sp[r]
-            status = Status.OVERLAP if inside else (Status.SEPARABLE if decide else Status.CERTIFIED)
-            out[k] = (0.0 if inside else U, 0.0 if inside else L, U, not inside, w, 0.5 * (smin + smax),
-                      int(res.iterations[r]), int(status), float(res.scale[r]))
+            status = (
+                Status.OVERLAP if inside else (Status.SEPARABLE if decide else Status.CERTIFIED)
+            )
+            out[k] = (
+                0.0 if inside else U,
+                0.0 if inside else L,
+                U,
+                not inside,
+                w,
+                0.5 * (smin + smax),
+                int(res.iterations[r]),
+                int(status),
+                float(res.scale[r]),
+            )
     return out

@@ -120,14 +120,17 @@ def _kkt_solve(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     try:
         sol = np.linalg.solve(M, rhs)
         if np.all(np.isfinite(sol)) and np.linalg.norm(M @ sol - rhs) <= 1e-10 * (
-                1.0 + np.abs(M).max() * np.abs(sol).max()):
+            1.0 + np.abs(M).max() * np.abs(sol).max()
+        ):
             return sol
     except np.linalg.LinAlgError:
         pass
     return np.linalg.lstsq(M, rhs, rcond=None)[0]
 
 
-def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: int) -> tuple[np.ndarray, int]:
+def _active_set(
+    G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: int
+) -> tuple[np.ndarray, int]:
     """Primal active-set method for one pair: min 1/2 z^T G z, z >= 0, sum_A z = sum_B z = 1.
 
     Started from a feasible z (FISTA's iterate), it solves the equality-
@@ -183,10 +186,14 @@ def _active_set(G: np.ndarray, x: np.ndarray, on_a: np.ndarray, *, max_steps: in
 def _centroid_weights(mask: np.ndarray, ka: int) -> np.ndarray:
     """(m, K) uniform weights on each side's real points: the two centroids."""
     side = np.arange(mask.shape[1]) < ka
-    return mask / np.where(side, mask[:, :ka].sum(1, keepdims=True), mask[:, ka:].sum(1, keepdims=True))
+    return mask / np.where(
+        side, mask[:, :ka].sum(1, keepdims=True), mask[:, ka:].sum(1, keepdims=True)
+    )
 
 
-def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, check_every=25, x0=None):
+def _solve_group(
+    Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, check_every=25, x0=None
+):
     """Batched FISTA on (m, K, d) signed, scaled pairs. Returns z (m, K) and iterations (m,).
 
     Rows that finish leave the batch at each check, so a hard pair does not
@@ -233,8 +240,9 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
         steps = np.zeros(x.shape[0], np.int64)
         for r in np.flatnonzero(rows):
             mk = msk[r]
-            x[r, mk], steps[r] = _active_set(G[r][np.ix_(mk, mk)], x[r, mk], ia[mk],
-                                             max_steps=max_steps or 4 * int(mk.sum()))
+            x[r, mk], steps[r] = _active_set(
+                G[r][np.ix_(mk, mk)], x[r, mk], ia[mk], max_steps=max_steps or 4 * int(mk.sum())
+            )
         return steps
 
     done_steps = np.zeros(m, np.int64)  # steps before FISTA (warm starts)
@@ -280,7 +288,8 @@ def _solve_group(Z, mask, ka, *, tol_s, rtol, decide, max_iter, finish=True, che
                 # Copy the batch down only when rows leave it (G is m x K x K).
                 keep = ~fin
                 act, G, step, msk, x, gx, y, gy, t, f_prev, done_steps = (
-                    v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev, done_steps))
+                    v[keep] for v in (act, G, step, msk, x, gx, y, gy, t, f_prev, done_steps)
+                )
     return x_all, iters
 
 
@@ -297,9 +306,19 @@ def _warm_row(start, na: int, nb: int, ka: int) -> np.ndarray | None:
     return row
 
 
-def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, rtol: float,
-                      decide: bool, max_iter: int = 150, finish: bool = True,
-                      escalate: bool = True, warm=None) -> tuple[dict, int]:
+def solve_small_pairs(
+    sets,
+    pairs: np.ndarray,
+    idx: np.ndarray,
+    *,
+    tol: float,
+    rtol: float,
+    decide: bool,
+    max_iter: int = 150,
+    finish: bool = True,
+    escalate: bool = True,
+    warm=None,
+) -> tuple[dict, int]:
     """Pairs ``pairs[idx]`` with at most SMALL_MAX points in all, solved in batches.
 
     Returns ({pair index: (distance, lower, upper, separable, w, b,
@@ -334,9 +353,18 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
         if shared is not None:
             # An identical point on both sides: u = v, an exact overlap.
             one = np.ones(1)
-            out[int(k)] = (0.0, 0.0, 0.0, False, np.zeros(sets[i].shape[1]), 0.0, 0,
-                           int(Status.OVERLAP), 2.0 * frame(i, j)[1],
-                           (np.array([shared[0]]), one, np.array([shared[1]]), one))
+            out[int(k)] = (
+                0.0,
+                0.0,
+                0.0,
+                False,
+                np.zeros(sets[i].shape[1]),
+                0.0,
+                0,
+                int(Status.OVERLAP),
+                2.0 * frame(i, j)[1],
+                (np.array([shared[0]]), one, np.array([shared[1]]), one),
+            )
             continue
         # One padded size for both sides: few groups, at most 2x padding.
         kk = bucket(max(sets[i].shape[0], sets[j].shape[0]))
@@ -372,8 +400,17 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                 for r, start in starts.items():
                     x0[r] = start
             # tol is relative to scale = 2R; in units of R that is 2 tol.
-            x, it = _solve_group(Z, mask, ka, tol_s=2.0 * tol, rtol=rtol, decide=decide, max_iter=max_iter,
-                                 finish=finish, x0=x0)
+            x, it = _solve_group(
+                Z,
+                mask,
+                ka,
+                tol_s=2.0 * tol,
+                rtol=rtol,
+                decide=decide,
+                max_iter=max_iter,
+                finish=finish,
+                x0=x0,
+            )
             for r, k in enumerate(part):
                 i, j = int(pairs[k, 0]), int(pairs[k, 1])
                 A, B = sets[i], sets[j]
@@ -397,8 +434,13 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                     # Nearly touching or thinly overlapping pairs are where
                     # first-order iterations crawl and the LP is decisive.
                     c, R = centers[r], radii[r]
-                    lp = lp_decide((A - c) / R, (B - c) / R, np.arange(A.shape[0]), np.arange(B.shape[0]),
-                                   overlap_tol=2.0 * tol)
+                    lp = lp_decide(
+                        (A - c) / R,
+                        (B - c) / R,
+                        np.arange(A.shape[0]),
+                        np.arange(B.shape[0]),
+                        overlap_tol=2.0 * tol,
+                    )
                     n_escalated += 1
                     if lp.separable and not decide:
                         retry.append(k)  # separable but thin: more iterations below
@@ -410,17 +452,47 @@ def solve_small_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol: float, r
                         lower = max(float((sa.min() - sb.max()) / nrm), max(cert.lower, 0.0))
                         w, off = lp.w / nrm, float(0.5 * (sa.min() + sb.max()) / nrm)
                     upper = cert.upper if lp.separable else min(cert.upper, lp.upper * R)
-                    out[k] = (cert.upper if lp.separable else 0.0, lower, upper, bool(lp.separable),
-                              w, off, int(it[r]), int(Status.EXACT_LP), scale, support)
+                    out[k] = (
+                        cert.upper if lp.separable else 0.0,
+                        lower,
+                        upper,
+                        bool(lp.separable),
+                        w,
+                        off,
+                        int(it[r]),
+                        int(Status.EXACT_LP),
+                        scale,
+                        support,
+                    )
                     continue
-                out[k] = (cert.upper if sep else 0.0, max(cert.lower, 0.0) if sep else 0.0, cert.upper, sep,
-                          cert.w, cert.offset, int(it[r]), int(status), scale, support)
+                out[k] = (
+                    cert.upper if sep else 0.0,
+                    max(cert.lower, 0.0) if sep else 0.0,
+                    cert.upper,
+                    sep,
+                    cert.w,
+                    cert.offset,
+                    int(it[r]),
+                    int(status),
+                    scale,
+                    support,
+                )
     if retry:
         # Thin separable pairs: their distance converges, only slowly. A
         # longer run on these few rows is cheaper than the working-set
         # engine; what still fails goes there.
-        more, _ = solve_small_pairs(sets, pairs, np.array(retry), tol=tol, rtol=rtol, decide=decide,
-                                    max_iter=30 * max_iter, finish=finish, escalate=False, warm=warm)
+        more, _ = solve_small_pairs(
+            sets,
+            pairs,
+            np.array(retry),
+            tol=tol,
+            rtol=rtol,
+            decide=decide,
+            max_iter=30 * max_iter,
+            finish=finish,
+            escalate=False,
+            warm=warm,
+        )
         for k, row in more.items():
             out[k] = row[:7] + (int(Status.EXACT_LP),) + row[8:]
     return out, n_escalated

@@ -52,8 +52,30 @@ class _Pair:
     ``S[:s]`` the corral's factor and slots.
     """
 
-    __slots__ = ("i", "j", "center", "radius", "cap", "idx", "side", "Z", "G", "x", "L", "S", "s",
-                 "member", "iterations", "rounds", "status", "cert", "stalled", "row", "u", "v")
+    __slots__ = (
+        "i",
+        "j",
+        "center",
+        "radius",
+        "cap",
+        "idx",
+        "side",
+        "Z",
+        "G",
+        "x",
+        "L",
+        "S",
+        "s",
+        "member",
+        "iterations",
+        "rounds",
+        "status",
+        "cert",
+        "stalled",
+        "row",
+        "u",
+        "v",
+    )
 
     def __init__(self, i, j, center, radius, na, nb, d, cap, row):
         self.i, self.j, self.center, self.radius, self.row = i, j, center, radius, row
@@ -201,8 +223,16 @@ def _refill(sets, p: _Pair, k: int) -> bool:
 
 def _solve(p: _Pair, params: WorkingSetParams, overlap: float) -> None:
     code, steps, _, _, s = active_set.solve_inplace(
-        p.G, p.side, p.x, p.L, p.S, p.s, rtol=params.inner_rtol, overlap=overlap,
-        max_steps=params.max_steps)
+        p.G,
+        p.side,
+        p.x,
+        p.L,
+        p.S,
+        p.s,
+        rtol=params.inner_rtol,
+        overlap=overlap,
+        max_steps=params.max_steps,
+    )
     p.s = s
     p.iterations += steps
     p.rounds += 1
@@ -237,8 +267,14 @@ def _run(sets, work: list[_Pair], *, tol, rtol, decide, params, any_only, on_don
                 grow.append(p)
         # Refills are independent per pair (gathers and one small product each):
         # on the pool's threads too.
-        refill = (lambda p: _refill(sets, p, params.grow))
-        grown = list(pool.map(refill, grow)) if pool is not None and len(grow) > 1 else [refill(p) for p in grow]
+        def refill(p):
+            return _refill(sets, p, params.grow)
+
+        grown = (
+            list(pool.map(refill, grow))
+            if pool is not None and len(grow) > 1
+            else [refill(p) for p in grow]
+        )
         for p, ok in zip(grow, grown):
             # no violator left and the gap still open: round-off; hand it on
             (still if ok else left).append(p)
@@ -260,8 +296,18 @@ def _row(p: _Pair):
     """The pair's result fields (as in HullResults) and its support."""
     c = p.cert
     sep = p.status in (Status.CERTIFIED, Status.SEPARABLE)
-    return ((c.upper if sep else 0.0), (max(c.lower, 0.0) if sep else 0.0), c.upper, sep, c.w, c.offset,
-            p.iterations, int(p.status), 2.0 * p.radius, _support(p))
+    return (
+        (c.upper if sep else 0.0),
+        (max(c.lower, 0.0) if sep else 0.0),
+        c.upper,
+        sep,
+        c.w,
+        c.offset,
+        p.iterations,
+        int(p.status),
+        2.0 * p.radius,
+        _support(p),
+    )
 
 
 def _start_pair(sets, p: _Pair, params, scores, shared, start) -> None:
@@ -269,10 +315,10 @@ def _start_pair(sets, p: _Pair, params, scores, shared, start) -> None:
     ``start`` = (ia, a, ib, b) plus the points most extreme along its w, or the
     ``params.start`` points per side most extreme along the centroid direction
     (``scores`` = (A @ w, B @ w)) with all weight on the most extreme one."""
-    A, B = sets[p.i], sets[p.j]
     if shared is not None:
-        slots = np.concatenate([p.place(sets, 0, np.array([shared[0]])),
-                                p.place(sets, 1, np.array([shared[1]]))])
+        slots = np.concatenate(
+            [p.place(sets, 0, np.array([shared[0]])), p.place(sets, 1, np.array([shared[1]]))]
+        )
         p.x[slots] = 1.0
     elif start is not None:
         # The earlier support's points, with all weight on the most extreme
@@ -312,9 +358,18 @@ def _extreme(scores: np.ndarray, k: int, *, lowest: bool) -> np.ndarray:
 
 
 @one_blas_thread
-def solve_working_sets(sets: Sequence[np.ndarray], pairs: np.ndarray, *, mode: str, tol: float,
-                       rtol: float, any_only: bool = False, warm: Sequence | None = None,
-                       params: WorkingSetParams = WorkingSetParams(), on_done=None):
+def solve_working_sets(
+    sets: Sequence[np.ndarray],
+    pairs: np.ndarray,
+    *,
+    mode: str,
+    tol: float,
+    rtol: float,
+    any_only: bool = False,
+    warm: Sequence | None = None,
+    params: WorkingSetParams = WorkingSetParams(),
+    on_done=None,
+):
     """The working-set path on ``pairs`` (rows of indices into ``sets``).
 
     Returns ``(done, left, stopped)``: ``done`` maps a pair's row to its result
@@ -333,8 +388,12 @@ def solve_working_sets(sets: Sequence[np.ndarray], pairs: np.ndarray, *, mode: s
     shared = [shared_point(hashes, sets, i, j) for i, j in ij]
     starts = [None] * len(ij)
     if warm is not None:
-        starts = [None if shared[k] is not None else
-                  valid_support(warm[k], sets[i].shape[0], sets[j].shape[0]) for k, (i, j) in enumerate(ij)]
+        starts = [
+            None
+            if shared[k] is not None
+            else valid_support(warm[k], sets[i].shape[0], sets[j].shape[0])
+            for k, (i, j) in enumerate(ij)
+        ]
     dirs = []
     for i, j in ij:
         w = stats[i].mean - stats[j].mean
@@ -352,7 +411,9 @@ def solve_working_sets(sets: Sequence[np.ndarray], pairs: np.ndarray, *, mode: s
             levels[k] = (a0 @ sets[i][ia0], b0 @ sets[j][ib0])
             dirs[k] = levels[k][0] - levels[k][1]
     scored = [k for k in range(len(ij)) if shared[k] is None]
-    scores = dict(zip(scored, pair_scores(sets, [ij[k] for k in scored], [dirs[k] for k in scored])))
+    scores = dict(
+        zip(scored, pair_scores(sets, [ij[k] for k in scored], [dirs[k] for k in scored]))
+    )
     d = sets[0].shape[1]
     work, done = [], {}
     for k, (i, j) in enumerate(ij):
@@ -363,8 +424,18 @@ def solve_working_sets(sets: Sequence[np.ndarray], pairs: np.ndarray, *, mode: s
             probe.cert = cert
             if _decide(probe, tol=tol, rtol=rtol, decide=decide):
                 sep = probe.status != Status.OVERLAP
-                done[k] = (cert.upper if sep else 0.0, max(cert.lower, 0.0) if sep else 0.0, cert.upper,
-                           sep, cert.w, cert.offset, 0, int(probe.status), 2.0 * radius, starts[k])
+                done[k] = (
+                    cert.upper if sep else 0.0,
+                    max(cert.lower, 0.0) if sep else 0.0,
+                    cert.upper,
+                    sep,
+                    cert.w,
+                    cert.offset,
+                    0,
+                    int(probe.status),
+                    2.0 * radius,
+                    starts[k],
+                )
                 continue
         if decide and k in scores:
             # The cheapest proof: the centroid direction's slab, from the
@@ -373,9 +444,18 @@ def solve_working_sets(sets: Sequence[np.ndarray], pairs: np.ndarray, *, mode: s
             cert = certificate(stats[i].mean, stats[j].mean, sa, sb)
             if cert.lower > 0:
                 na, nb = sa.size, sb.size
-                done[k] = (cert.upper, cert.lower, cert.upper, True, cert.w, cert.offset, 0,
-                           int(Status.SEPARABLE), 2.0 * radius,
-                           (np.arange(na), np.full(na, 1.0 / na), np.arange(nb), np.full(nb, 1.0 / nb)))
+                done[k] = (
+                    cert.upper,
+                    cert.lower,
+                    cert.upper,
+                    True,
+                    cert.w,
+                    cert.offset,
+                    0,
+                    int(Status.SEPARABLE),
+                    2.0 * radius,
+                    (np.arange(na), np.full(na, 1.0 / na), np.arange(nb), np.full(nb, 1.0 / nb)),
+                )
                 continue
         n0 = 2 * params.start + (0 if starts[k] is None else starts[k][0].size + starts[k][2].size)
         cap = 1 << max(n0 - 1, 1).bit_length()
@@ -384,8 +464,16 @@ def solve_working_sets(sets: Sequence[np.ndarray], pairs: np.ndarray, *, mode: s
         work.append(p)
     if on_done is not None and done:
         on_done(len(done))
-    left = _run(sets, work, tol=tol, rtol=rtol, decide=decide, params=params, any_only=any_only,
-                on_done=on_done)
+    left = _run(
+        sets,
+        work,
+        tol=tol,
+        rtol=rtol,
+        decide=decide,
+        params=params,
+        any_only=any_only,
+        on_done=on_done,
+    )
     done.update({p.row: _row(p) for p in work if p.status >= 0})
     stopped = any_only and any(p.status == Status.OVERLAP for p in work)
     handed = [(p.row, _support(p)) for p in left if p.status < 0]

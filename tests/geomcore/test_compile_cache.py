@@ -17,11 +17,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(code: str, env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items()
-            if k not in ("GEOMCORE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GEOMCORE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")
+    }
     full.update(env)
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=full, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     return res
 
@@ -37,9 +46,11 @@ def test_cli_fills_the_cache_once_and_reuses_it(tmp_path):
     np.save(tmp_path / "X.npy", X)
     (tmp_path / "y.txt").write_text("\n".join(["a"] * 200 + ["b"] * 200) + "\n")
     cache = tmp_path / "cache"
-    cli = ("from geomcore.cli import main; "
-           "raise SystemExit(main(['distances', '--train', 'X.npy', '--train-labels', 'y.txt', "
-           "'--out', 'd.json', '--path', 'device']))")
+    cli = (
+        "from geomcore.cli import main; "
+        "raise SystemExit(main(['distances', '--train', 'X.npy', '--train-labels', 'y.txt', "
+        "'--out', 'd.json', '--path', 'device']))"
+    )
     _run(cli, {"GEOMCORE_COMPILATION_CACHE": str(cache)}, tmp_path)
     first = _entries(cache)
     assert first, "the first run wrote no compiled program"
@@ -49,8 +60,10 @@ def test_cli_fills_the_cache_once_and_reuses_it(tmp_path):
 
 
 def test_off_switch_and_a_users_own_cache_dir(tmp_path):
-    probe = ("import jax; from geomcore.compile_cache import enable_compilation_cache as e; "
-             "print(e()); print(jax.config.jax_compilation_cache_dir)")
+    probe = (
+        "import jax; from geomcore.compile_cache import enable_compilation_cache as e; "
+        "print(e()); print(jax.config.jax_compilation_cache_dir)"
+    )
     off = _run(probe, {"GEOMCORE_COMPILATION_CACHE": "0"}, tmp_path).stdout.split("\n")
     assert off[0] == "None" and off[1] in ("None", "")
     mine = tmp_path / "mine"

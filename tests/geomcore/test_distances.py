@@ -103,7 +103,9 @@ def test_many_pairs_batched_equal_loop_and_ground_truth(rng):
 
 
 def test_any_only_stops_at_an_overlap(rng):
-    X = np.vstack([rng.normal(size=(30, 3)), rng.normal(size=(30, 3)), rng.normal(size=(30, 3)) + 20])
+    X = np.vstack(
+        [rng.normal(size=(30, 3)), rng.normal(size=(30, 3)), rng.normal(size=(30, 3)) + 20]
+    )
     g = np.repeat([0, 1, 2], 30)
     assert geomcore.overlaps(X, g, [[0, 1], [0, 2]], any_only=True) is True
     assert geomcore.overlaps(X, g, [[0, 2], [1, 2]], any_only=True) is False
@@ -120,7 +122,9 @@ def test_label_distances_matrix(rng):
     assert ld.matrix[1, 2] == 0 and not ld.separable[1, 2]
     truth = qp_distance(X[labels == "a"], X[labels == "b"])
     assert abs(ld.matrix[0, 1] - truth) <= 1e-4 * truth
-    assert ld.min_distance[2] == 0.0 and ld.min_distance[0] == pytest.approx(min(ld.matrix[0, 1], ld.matrix[0, 2]))
+    assert ld.min_distance[2] == 0.0 and ld.min_distance[0] == pytest.approx(
+        min(ld.matrix[0, 1], ld.matrix[0, 2])
+    )
 
 
 def test_point_hull_distances(rng):
@@ -202,15 +206,24 @@ def test_budget_escalates_to_highs(rng):
     sep_B = rng.normal(size=(300, 10)) + 0.9
     for B in (sep_B, rng.normal(size=(300, 10)) + 0.2):
         truth = lp_separable(A, B)
-        res = solve_pairs([A, B], np.array([[0, 1]]), mode="decide", max_iter=1,
-                          params=EngineParams(path="device",
-                                              device=DeviceParams(max_rounds=1, working_set=8)))
+        res = solve_pairs(
+            [A, B],
+            np.array([[0, 1]]),
+            mode="decide",
+            max_iter=1,
+            params=EngineParams(path="device", device=DeviceParams(max_rounds=1, working_set=8)),
+        )
         if res.status[0] == Status.EXACT_LP:
             assert res.n_escalated == 1
         assert bool(res.separable[0]) == truth
     # With no budget at all the LP must decide every undecided pair, and count it.
-    res = solve_pairs([A, sep_B], np.array([[0, 1]]), mode="distance", max_iter=0,
-                      params=EngineParams(path="device", device=DeviceParams(max_rounds=0)))
+    res = solve_pairs(
+        [A, sep_B],
+        np.array([[0, 1]]),
+        mode="distance",
+        max_iter=0,
+        params=EngineParams(path="device", device=DeviceParams(max_rounds=0)),
+    )
     assert res.status[0] == Status.EXACT_LP and res.n_escalated == 1
     assert bool(res.separable[0]) == lp_separable(A, sep_B)
 
@@ -264,6 +277,7 @@ def test_shared_point_finds_exact_common_rows_even_under_hash_collisions(rng, mo
         got = shared_point({}, [X, Y], 0, 1)
         want = brute(X, Y)
         assert (got is None) == (not want) and (got is None or got in want)
+
     # Every row hashes alike: candidates are checked exactly, then the exact
     # fallback decides.
     def same(X):

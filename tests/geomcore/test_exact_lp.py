@@ -85,8 +85,13 @@ def test_lp_decide_grows_subsets_until_certified(rng):
 def test_lp_decide_falls_back_to_highs(rng, monkeypatch):
     """Rounds the interior-point method cannot certify are decided by HiGHS, and counted."""
     real = exact_lp.slab_ipm
-    monkeypatch.setattr(exact_lp, "slab_ipm", lambda A, B, touch_tol: real(A, B, touch_tol=touch_tol, max_iter=0)
-                        ._replace(kind="undecided"))
+    monkeypatch.setattr(
+        exact_lp,
+        "slab_ipm",
+        lambda A, B, touch_tol: real(A, B, touch_tol=touch_tol, max_iter=0)._replace(
+            kind="undecided"
+        ),
+    )
     for A, B in _cases(rng)[:6]:
         res = lp_decide(A, B, np.arange(A.shape[0]), np.arange(B.shape[0]))
         assert res.separable == lp_separable(A, B)

@@ -17,8 +17,9 @@ from ground_truth import lp_separable, qp_distance
 
 def _blocks(rng, K=16, d=20):
     sets = []
-    for k, (na, nb, shift) in enumerate([(16, 16, 3.0), (5, 12, 1.5), (9, 3, 0.0), (16, 1, 2.0),
-                                          (7, 7, 0.4), (1, 1, 1.0)]):
+    for k, (na, nb, shift) in enumerate(
+        [(16, 16, 3.0), (5, 12, 1.5), (9, 3, 0.0), (16, 1, 2.0), (7, 7, 0.4), (1, 1, 1.0)]
+    ):
         A = rng.normal(size=(na, d))
         B = rng.normal(size=(nb, d)) + shift * np.eye(d)[k % d]
         sets.append((A, B))
@@ -35,7 +36,9 @@ def _blocks(rng, K=16, d=20):
         mb[r, : len(B)] = True
     a0 = ma / ma.sum(1, keepdims=True)
     b0 = mb / mb.sum(1, keepdims=True)
-    return sets, tuple(jnp.asarray(x) for x in (Za, ma, Zb, mb, a0.astype(np.float32), b0.astype(np.float32)))
+    return sets, tuple(
+        jnp.asarray(x) for x in (Za, ma, Zb, mb, a0.astype(np.float32), b0.astype(np.float32))
+    )
 
 
 @pytest.mark.parametrize("kernel", [solve_padded, solve_padded_gram])

@@ -27,7 +27,9 @@ def test_batch_matches_qp_and_certificates_hold(rng, n, d):
     X = rng.normal(size=(n, d)) * 3.0 + 10.0
     # Points far out, near the hull, and inside it (convex combinations).
     inside = rng.dirichlet(np.ones(n), size=3) @ X
-    P = np.vstack([X.mean(0) + rng.normal(size=(6, d)) * 8.0, X[:2] + 0.01 * rng.normal(size=(2, d)), inside])
+    P = np.vstack(
+        [X.mean(0) + rng.normal(size=(6, d)) * 8.0, X[:2] + 0.01 * rng.normal(size=(2, d)), inside]
+    )
     out = ph.point_hull_batch(P, X, tol=1e-6, rtol=1e-6)
     assert out.done.all()
     for i, p in enumerate(P):
@@ -95,7 +97,9 @@ def test_working_set_budget_goes_to_the_engine(rng, monkeypatch):
     P = rng.normal(size=(6, 8)) * 3
     monkeypatch.setattr(ph, "SHARED_MAX", 10)
     real = ph.point_hull_ws_batch
-    monkeypatch.setattr(ph, "point_hull_ws_batch", lambda P, X, **kw: real(P, X, k0=1, k_max=1, **kw))
+    monkeypatch.setattr(
+        ph, "point_hull_ws_batch", lambda P, X, **kw: real(P, X, k0=1, k_max=1, **kw)
+    )
     out = geomcore.point_hull_distances(P, X, g)
     assert out.n_engine > 0
     for i in range(6):
@@ -106,7 +110,9 @@ def test_working_set_budget_goes_to_the_engine(rng, monkeypatch):
 
 def test_nearest_clusters_agrees_with_brute_force(rng):
     members = (np.arange(0, 15), np.arange(15, 30), np.arange(30, 33))
-    X = np.vstack([rng.normal(size=(15, 5)), rng.normal(size=(15, 5)) + 2.5, rng.normal(size=(3, 5)) - 3])
+    X = np.vstack(
+        [rng.normal(size=(15, 5)), rng.normal(size=(15, 5)) + 2.5, rng.normal(size=(3, 5)) - 3]
+    )
     cent = np.array([X[m].mean(0) for m in members])
     P = np.vstack([rng.normal(size=(20, 5)) * 3, X[31:32]])
     nearest, dist = nearest_clusters(P, X, members, cent)
@@ -128,11 +134,19 @@ def test_engine_pairs_with_a_single_point_side(rng, mode, route):
     from geomcore.solvers.params import EngineParams
     from geomcore.solvers.router import solve_pairs
 
-    params = {"point_hull": EngineParams(points_per_hull=1),
-              "small_pairs": EngineParams(path="device"),
-              "host": EngineParams(path="host")}[route]
+    params = {
+        "point_hull": EngineParams(points_per_hull=1),
+        "small_pairs": EngineParams(path="device"),
+        "host": EngineParams(path="host"),
+    }[route]
     H = rng.normal(size=(25, 6))
-    sets = [H, rng.normal(size=(1, 6)) * 4, rng.normal(size=(1, 6)) * 4, H[3:4], H[:5].mean(0, keepdims=True)]
+    sets = [
+        H,
+        rng.normal(size=(1, 6)) * 4,
+        rng.normal(size=(1, 6)) * 4,
+        H[3:4],
+        H[:5].mean(0, keepdims=True),
+    ]
     pairs = np.array([[1, 0], [0, 2], [1, 2], [3, 0], [0, 4]])
     res = solve_pairs(sets, pairs, mode=mode, tol=1e-6, rtol=1e-6, params=params)
     for k, (i, j) in enumerate(pairs):
@@ -149,7 +163,9 @@ def test_engine_pairs_with_a_single_point_side(rng, mode, route):
             want = Status.SEPARABLE if mode == "decide" else Status.CERTIFIED
             assert res.status[k] == want
         else:
-            assert not res.separable[k] and res.distance[k] == 0.0 and res.status[k] == Status.OVERLAP
+            assert (
+                not res.separable[k] and res.distance[k] == 0.0 and res.status[k] == Status.OVERLAP
+            )
     assert not res.separable[3] and not res.separable[4]  # a member; a convex combination
 
 

@@ -31,14 +31,20 @@ def _random_pairs(rng, d):
 @pytest.mark.parametrize("mode", ["distance", "decide"])
 def test_matches_highs_and_qp(rng, d, mode):
     sets, pairs = _random_pairs(rng, d)
-    out, _ = solve_small_pairs(sets, pairs, np.arange(len(pairs)), tol=1e-6, rtol=1e-6,
-                               decide=mode == "decide")
+    out, _ = solve_small_pairs(
+        sets, pairs, np.arange(len(pairs)), tol=1e-6, rtol=1e-6, decide=mode == "decide"
+    )
     assert len(out) >= len(pairs) - 1  # almost all decided here; the rest go to the engine
     for k, row in out.items():
         dist, lower, upper, sep, w, b, _, status, scale, (ia, a, ib, bw) = row
         A, B = sets[pairs[k, 0]], sets[pairs[k, 1]]
         # The support's hull points are the ones whose distance is U.
-        assert np.all(a > 0) and np.all(bw > 0) and abs(a.sum() - 1) < 1e-12 and abs(bw.sum() - 1) < 1e-12
+        assert (
+            np.all(a > 0)
+            and np.all(bw > 0)
+            and abs(a.sum() - 1) < 1e-12
+            and abs(bw.sum() - 1) < 1e-12
+        )
         assert abs(np.linalg.norm(a @ A[ia] - bw @ B[ib]) - upper) <= 1e-9 * scale
         truth_sep = lp_separable(A, B)
         if sep:
@@ -59,21 +65,30 @@ def test_matches_highs_and_qp(rng, d, mode):
 @pytest.mark.parametrize("gap", [1.0, 1e-3])
 def test_simplices_at_known_gap(rng, gap):
     A, B = simplices_at_gap(6, gap, rng, n_extra=5)
-    out, _ = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-9, rtol=1e-7, decide=False)
+    out, _ = solve_small_pairs(
+        [A, B], np.array([[0, 1]]), np.array([0]), tol=1e-9, rtol=1e-7, decide=False
+    )
     assert abs(out[0][0] - gap) <= 1e-6 * gap
 
 
 def test_shared_point_is_an_exact_overlap(rng):
     A = rng.normal(size=(10, 5))
     B = np.vstack([rng.normal(size=(6, 5)) + 10, A[4:5]])
-    out, n_lp = solve_small_pairs([A, B], np.array([[0, 1]]), np.array([0]), tol=1e-6, rtol=1e-4, decide=False)
+    out, n_lp = solve_small_pairs(
+        [A, B], np.array([[0, 1]]), np.array([0]), tol=1e-6, rtol=1e-4, decide=False
+    )
     assert out[0][7] == Status.OVERLAP and out[0][2] == 0.0 and n_lp == 0
 
 
 def test_engine_routes_small_pairs_and_keeps_order(rng):
     """solve_pairs mixes single-point, small and large pairs; every row gets its own answer."""
     big = rng.normal(size=(300, 4))
-    sets = [rng.normal(size=(20, 4)), rng.normal(size=(15, 4)) + 6, big + 9, rng.normal(size=(1, 4)) - 5]
+    sets = [
+        rng.normal(size=(20, 4)),
+        rng.normal(size=(15, 4)) + 6,
+        big + 9,
+        rng.normal(size=(1, 4)) - 5,
+    ]
     pairs = np.array([[0, 1], [2, 0], [3, 1], [1, 2], [0, 3]])
     res = solve_pairs(sets, pairs, mode="distance", tol=1e-6, rtol=1e-6)
     for k, (i, j) in enumerate(pairs):
@@ -92,15 +107,20 @@ def test_budget_exhausted_is_decided_by_highs(rng):
     assert not lp_separable(A, B_over)
     sets = [A, B_over, B_sep]
     pairs = np.array([[0, 1], [0, 2]])
-    out, n_lp = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=False, max_iter=1,
-                                finish=False)
+    out, n_lp = solve_small_pairs(
+        sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=False, max_iter=1, finish=False
+    )
     assert out[0][7] == Status.EXACT_LP and not out[0][3] and out[0][0] == 0.0
     sep_truth = lp_separable(A, B_sep)
     if sep_truth and 1 in out:  # refined by the longer second run
-        assert out[1][7] == Status.EXACT_LP and abs(out[1][0] - qp_distance(A, B_sep)) <= 1e-6 * out[1][0]
+        assert (
+            out[1][7] == Status.EXACT_LP
+            and abs(out[1][0] - qp_distance(A, B_sep)) <= 1e-6 * out[1][0]
+        )
     assert n_lp == 2
-    out, _ = solve_small_pairs(sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=True, max_iter=1,
-                               finish=False)
+    out, _ = solve_small_pairs(
+        sets, pairs, np.arange(2), tol=1e-9, rtol=1e-9, decide=True, max_iter=1, finish=False
+    )
     assert out[1][3] == sep_truth
     if sep_truth:
         w, b = out[1][4], out[1][5]
@@ -120,7 +140,9 @@ def test_active_set_finishes_what_fista_leaves(rng, gap):
     assert not lp_separable(C, D)
     sets = [A, B, C, D, E]
     pairs = np.array([[0, 1], [2, 3], [2, 4], [3, 4]])
-    out, n_lp = solve_small_pairs(sets, pairs, np.arange(4), tol=1e-9, rtol=1e-8, decide=False, max_iter=1)
+    out, n_lp = solve_small_pairs(
+        sets, pairs, np.arange(4), tol=1e-9, rtol=1e-8, decide=False, max_iter=1
+    )
     assert n_lp == 0 and len(out) == 4
     assert out[0][7] == Status.CERTIFIED and abs(out[0][0] - gap) <= 1e-6 * gap
     assert out[1][7] == Status.OVERLAP and out[1][0] == 0.0
@@ -147,10 +169,17 @@ def test_warm_starts_reach_the_true_answers_on_dependent_supports(rng, d):
     moved = [X + 0.05 * rng.normal(size=X.shape) for X in sets]
     idx = np.arange(len(pairs))
     first, _ = solve_small_pairs(moved, pairs, idx, tol=1e-9, rtol=1e-6, decide=False)
-    starts = [first[k][9] if k in first and k % 2 == 0 else
-              (np.arange(len(sets[2 * k])), np.ones(len(sets[2 * k])),
-               np.arange(len(sets[2 * k + 1])), np.ones(len(sets[2 * k + 1])))
-              for k in range(len(pairs))]
+    starts = [
+        first[k][9]
+        if k in first and k % 2 == 0
+        else (
+            np.arange(len(sets[2 * k])),
+            np.ones(len(sets[2 * k])),
+            np.arange(len(sets[2 * k + 1])),
+            np.ones(len(sets[2 * k + 1])),
+        )
+        for k in range(len(pairs))
+    ]
     out, _ = solve_small_pairs(sets, pairs, idx, tol=1e-9, rtol=1e-6, decide=False, warm=starts)
     for k, row in out.items():
         A, B = sets[pairs[k, 0]], sets[pairs[k, 1]]

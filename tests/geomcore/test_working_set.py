@@ -47,7 +47,9 @@ def _check(res, sets, pairs, *, rtol=1e-4, tol=1e-6):
 # --------------------------------------------------------------------------- the kernel
 
 
-@pytest.mark.parametrize("d, na, nb, shift", [(3, 6, 5, 2.0), (20, 40, 30, 0.6), (60, 150, 120, 0.35)])
+@pytest.mark.parametrize(
+    "d, na, nb, shift", [(3, 6, 5, 2.0), (20, 40, 30, 0.6), (60, 150, 120, 0.35)]
+)
 def test_kernel_is_exact_on_its_working_set(rng, d, na, nb, shift):
     """One solve on all the points: the nearest points of the two hulls, to
     round-off (QP), weights on the simplices, gap below rtol."""
@@ -85,8 +87,9 @@ def test_kernel_resumes_from_its_corral(rng):
     first = np.r_[np.arange(30), 80 + np.arange(30)]
     x0 = np.zeros(60)
     x0[0] = x0[30] = 1.0
-    part = active_set.solve(G[np.ix_(first, first)], side[first], x0, rtol=1e-12, overlap=1e-12,
-                            max_steps=5000)
+    part = active_set.solve(
+        G[np.ix_(first, first)], side[first], x0, rtol=1e-12, overlap=1e-12, max_steps=5000
+    )
     # Resume on all points: corral positions mapped into the full index.
     corral = active_set.Corral(first[part.corral.index], part.corral.factor)
     x = np.zeros(150)
@@ -123,25 +126,40 @@ def test_adversarial_pairs_against_highs_and_the_qp(rng):
     plane = rng.normal(size=(60, 2)) @ rng.normal(size=(2, d))
     A_sliver, B_sliver = simplices_at_gap(d, -1e-3, rng, n_extra=80)
     sets = [
-        np.repeat(base[:40], 3, axis=0),            # 0: every point three times
-        base[30:90] + 0.2,                           # 1
-        line,                                        # 2: collinear
-        line + 0.05 * rng.normal(size=d),            # 3: a parallel line nearby
-        plane,                                       # 4: coplanar
-        plane + 3.0 * rng.normal(size=d),            # 5
+        np.repeat(base[:40], 3, axis=0),  # 0: every point three times
+        base[30:90] + 0.2,  # 1
+        line,  # 2: collinear
+        line + 0.05 * rng.normal(size=d),  # 3: a parallel line nearby
+        plane,  # 4: coplanar
+        plane + 3.0 * rng.normal(size=d),  # 5
         np.vstack([base[:50], base[:50].mean(0, keepdims=True) + 40]),  # 6
-        base[:50].mean(0, keepdims=True),            # 7: inside set 6's hull
-        A_sliver, B_sliver,                          # 8, 9: a thin interpenetration
-        base[:25].copy(),                            # 10: the same points as 11
-        base[:25].copy(),                            # 11
-        1e-3 * rng.normal(size=(30, d)),             # 12: small scale
-        1e3 + rng.normal(size=(30, d)),              # 13: far away
-        rng.normal(size=(1, d)) + 5,                 # 14: a single point
-        np.vstack([base[:40], base[100:101]]),       # 15: shares a point with 16
+        base[:50].mean(0, keepdims=True),  # 7: inside set 6's hull
+        A_sliver,
+        B_sliver,  # 8, 9: a thin interpenetration
+        base[:25].copy(),  # 10: the same points as 11
+        base[:25].copy(),  # 11
+        1e-3 * rng.normal(size=(30, d)),  # 12: small scale
+        1e3 + rng.normal(size=(30, d)),  # 13: far away
+        rng.normal(size=(1, d)) + 5,  # 14: a single point
+        np.vstack([base[:40], base[100:101]]),  # 15: shares a point with 16
         np.vstack([base[100:101], base[60:90] + 2]),  # 16
     ]
-    pairs = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 11], [12, 13], [14, 1],
-                      [1, 14], [15, 16], [2, 4], [0, 12]])
+    pairs = np.array(
+        [
+            [0, 1],
+            [2, 3],
+            [4, 5],
+            [6, 7],
+            [8, 9],
+            [10, 11],
+            [12, 13],
+            [14, 1],
+            [1, 14],
+            [15, 16],
+            [2, 4],
+            [0, 12],
+        ]
+    )
     res = solve_pairs(sets, pairs, params=HOST)
     assert res.n_escalated == 0
     _check(res, sets, pairs)
@@ -190,8 +208,12 @@ def test_same_answer_on_one_thread_or_two_and_in_any_batch(rng):
     sets = [rng.normal(size=(n, 12)) + 1.0 * rng.normal(size=12) for n in sizes]
     iu, ju = np.triu_indices(7, 1)
     pairs = np.stack([iu, ju], 1)
-    one = solve_pairs(sets, pairs, params=EngineParams(path="host", host=WorkingSetParams(threads=1)))
-    two = solve_pairs(sets, pairs, params=EngineParams(path="host", host=WorkingSetParams(threads=2)))
+    one = solve_pairs(
+        sets, pairs, params=EngineParams(path="host", host=WorkingSetParams(threads=1))
+    )
+    two = solve_pairs(
+        sets, pairs, params=EngineParams(path="host", host=WorkingSetParams(threads=2))
+    )
     for f in ("distance", "lower", "upper", "w", "b", "iterations", "status"):
         assert np.array_equal(getattr(one, f), getattr(two, f)), f
     # A pair alone gives what it gives among the others, bit for bit.
@@ -223,8 +245,12 @@ def pud_layer6():
     task = load_task("pos", "train", data_dir())
     model, tok = load_encoder(str(resolve_model_path(DEFAULT_MODEL)))
     keep = task.targets[:, 0] < 120
-    sub = dataclasses.replace(task, sentences=task.sentences[:120], targets=task.targets[keep],
-                              labels=tuple(np.asarray(task.labels)[keep]))
+    sub = dataclasses.replace(
+        task,
+        sentences=task.sentences[:120],
+        targets=task.targets[keep],
+        labels=tuple(np.asarray(task.labels)[keep]),
+    )
     X = embed_layers(model, tok, sub, batch_size=32, layers=[6], progress=False)[0].numpy()
     return X.astype(np.float64), np.asarray(sub.labels)
 
@@ -232,7 +258,9 @@ def pud_layer6():
 def test_real_pud_pairs_against_highs_and_the_qp(pud_layer6):
     X, y = pud_layer6
     rng = np.random.default_rng(0)
-    labels = [lab for lab in ("NOUN", "VERB", "ADJ", "ADV", "PROPN", "ADP") if (y == lab).sum() >= 10]
+    labels = [
+        lab for lab in ("NOUN", "VERB", "ADJ", "ADV", "PROPN", "ADP") if (y == lab).sum() >= 10
+    ]
     sets = []
     for lab in labels:
         idx = np.flatnonzero(y == lab)

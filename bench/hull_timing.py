@@ -16,11 +16,14 @@ import time
 import numpy as np
 
 import geomcore
-from bench.hull_truth import default_cache, load_set
+from bench.cache import cache_dir as default_cache
+from bench.cache import load_set
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--set", default="pos_train_L6")
     ap.add_argument("--rtol", type=float, default=1e-4)
     args = ap.parse_args(argv)
@@ -28,7 +31,9 @@ def main(argv=None) -> int:
     uniq, inv = np.unique(y, return_inverse=True)
     iu, ju = np.triu_indices(uniq.size, 1)
     pairs = np.stack([iu, ju], 1)
-    print(f"{args.set}: {X.shape[0]} points, d={X.shape[1]}, {uniq.size} labels, {len(pairs)} pairs")
+    print(
+        f"{args.set}: {X.shape[0]} points, d={X.shape[1]}, {uniq.size} labels, {len(pairs)} pairs"
+    )
     for run in ("cold", "warm"):
         t = time.perf_counter()
         r = geomcore.label_distances(X, y, rtol=args.rtol).results
@@ -36,9 +41,12 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         ov = geomcore.overlaps(X, inv, pairs)
         to = time.perf_counter() - t
-        print(f"{run}: distances {td:.2f} s (status counts {np.bincount(r.status, minlength=5).tolist()}, "
-              f"iterations median {np.median(r.iterations):.0f} max {r.iterations.max()}, "
-              f"escalated {r.n_escalated}); decisions {to:.2f} s ({int(ov.sum())} overlapping)")
+        print(
+            f"{run}: distances {td:.2f} s "
+            f"(status counts {np.bincount(r.status, minlength=5).tolist()}, "
+            f"iterations median {np.median(r.iterations):.0f} max {r.iterations.max()}, "
+            f"escalated {r.n_escalated}); decisions {to:.2f} s ({int(ov.sum())} overlapping)"
+        )
     return 0
 
 

@@ -144,13 +144,8 @@ def _json_floats(a: np.ndarray) -> list:
 
 
 def _directprobe_clusters(X: Any, label_ids: np.ndarray) -> int:
-    try:
-        from geomcore.directprobe import directprobe
-    except ImportError as exc:
-        raise RuntimeError(
-            "DirectProbe cluster counts were requested (--directprobe) but "
-            f"geomcore.directprobe is not available: {exc}"
-        ) from exc
+    from geomcore.directprobe import directprobe
+
     return int(directprobe(X, label_ids).n_clusters)
 
 

@@ -394,12 +394,11 @@ class LabelDistances(NamedTuple):
 
     @property
     def min_distance(self) -> np.ndarray:
-        """(L,) per label: the minimum distance to any other label (inf if L == 1)."""
-        L = self.labels.size
-        if L < 2:
-            return np.full(L, np.inf)
-        m = self.matrix + np.diag(np.full(L, np.inf))
-        return m.min(axis=1)
+        """(L,) per label: the minimum distance to any other label (inf if L == 1),
+        :func:`geomcore.analysis.min_distance_per_label` of the matrix."""
+        from geomcore.analysis import min_distance_per_label
+
+        return min_distance_per_label(self.matrix)
 
 
 def label_distances(

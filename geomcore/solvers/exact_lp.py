@@ -15,7 +15,7 @@ growing subset of the points (cutting planes): infeasible on a subset proves
 overlap for the full sets (hulls only grow with more points); a feasible w is
 verified on all points in float64 and the most violating points are added
 until it separates everything. This keeps the LP at a few thousand columns
-where the full LP on 17k points fails (DESIGN.md section 5).
+where the full LP on 17k points fails (docs/design.md).
 
 Each round is first solved by the dense interior-point method of
 :mod:`slab_ipm`, whose answers carry float64 certificates (a hyperplane that

@@ -13,7 +13,7 @@ When the working sets are small next to d (:func:`use_gram`),
 :func:`solve_padded_gram` runs the same iteration on the signed Gram matrix of
 [Za; -Zb]: one (2K x 2K) product per iteration.
 
-Every ``check_every`` iterations the certificates of DESIGN.md section 2 are
+Every ``check_every`` iterations the certificates of docs/design.md are
 evaluated on the padded sets (in the solver's dtype; the caller re-verifies in
 float64 on the full sets):
 

@@ -8,8 +8,8 @@ hard-margin SVM
 has optimum ||w*|| = 2 / dist(conv A, conv B), and its multipliers lam (on A),
 mu (on B) satisfy sum(lam) = sum(mu) and w* = A^T lam - B^T mu: normalised,
 they are the convex weights of the two nearest hull points. First-order
-methods on the dual need thousands of iterations on thin pairs (DESIGN.md
-section 5: up to 8,400 to a 1e-3 gap, and PUD POS layer 1 has pairs that do
+methods on the dual need thousands of iterations on thin pairs (docs/design.md:
+up to 8,400 to a 1e-3 gap, and PUD POS layer 1 has pairs that do
 not reach 1e-4 in 20,000); Mehrotra's predictor-corrector on (S) needs 7-16.
 
 Each iteration costs the normal matrix Z^T diag(lam/s) Z of size (d+1)^2, formed

@@ -15,7 +15,7 @@ import geomcore
 from geomcore.solvers.nearest_point import solve_padded
 from geomcore.solvers.params import DeviceParams, EngineParams
 from geomcore.solvers.router import solve_pairs
-from ground_truth import lp_separable
+from tests.ground_truth import lp_separable
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import geomcore
 from geomcore import Status
 from geomcore.solvers.params import DeviceParams, EngineParams
 from geomcore.solvers.router import solve_pairs
-from ground_truth import lp_separable, point_box_distance, qp_distance, simplices_at_gap
+from tests.ground_truth import lp_separable, point_box_distance, qp_distance, simplices_at_gap
 
 
 def _check_bounds(r, truth, rtol=1e-4):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from geomcore.solvers.nearest_point import solve_padded, solve_padded_gram
-from ground_truth import lp_separable, qp_distance
+from tests.ground_truth import lp_separable, qp_distance
 
 
 def _blocks(rng, K=16, d=20):

@@ -15,7 +15,7 @@ import pytest
 import geomcore
 import geomcore.solvers.point_hull as ph
 from geomcore.directprobe.predict import nearest_clusters
-from ground_truth import lp_separable, point_box_distance, qp_distance
+from tests.ground_truth import lp_separable, point_box_distance, qp_distance
 
 
 def _truth(p, X):

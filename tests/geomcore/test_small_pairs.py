@@ -12,7 +12,7 @@ import pytest
 from geomcore import Status
 from geomcore.solvers.router import solve_pairs
 from geomcore.solvers.small_pairs import solve_small_pairs
-from ground_truth import lp_separable, qp_distance, simplices_at_gap
+from tests.ground_truth import lp_separable, qp_distance, simplices_at_gap
 
 
 def _random_pairs(rng, d):

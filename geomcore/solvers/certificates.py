@@ -17,14 +17,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geomcore.results import Status
+
 __all__ = [
     "Certificate",
     "add_violators",
     "certificate",
     "certify",
     "convex_weights",
+    "decision",
     "hull_points",
     "most_violating",
+    "result_row",
 ]
 
 
@@ -109,3 +113,37 @@ def add_violators(
     new_a = most_violating(sa, ma, k, below=lo)
     new_b = most_violating(sb, mb, k, above=hi)
     return np.union1d(ia, new_a), np.union1d(ib, new_b)
+
+
+def decision(c: Certificate, scale: float, *, tol: float, rtol: float, decide: bool):
+    """The status that certificate ``c`` proves, or None: the rules of every path.
+
+    OVERLAP when U <= tol * scale (two hull points that close); SEPARABLE when
+    deciding and L > 0 (w's slab separates all points); CERTIFIED when
+    L > 0 and (U - L) <= rtol * U.
+    """
+    if c.upper <= tol * scale:
+        return Status.OVERLAP
+    if decide and c.lower > 0:
+        return Status.SEPARABLE
+    if not decide and c.lower > 0 and (c.upper - c.lower) <= rtol * c.upper:
+        return Status.CERTIFIED
+    return None
+
+
+def result_row(c: Certificate, status: int, iterations: int, scale: float, support=None) -> tuple:
+    """The fields of :class:`HullResults` for a pair that ``c`` decided with
+    ``status`` (distance and lower bound 0 unless separable), then its support."""
+    sep = status in (Status.CERTIFIED, Status.SEPARABLE)
+    return (
+        c.upper if sep else 0.0,
+        max(c.lower, 0.0) if sep else 0.0,
+        c.upper,
+        sep,
+        c.w,
+        c.offset,
+        int(iterations),
+        int(status),
+        float(scale),
+        support,
+    )

@@ -36,7 +36,13 @@ import numpy as np
 
 from geomcore.results import HullResults, Status
 from geomcore.solvers.buckets import batch_floats, bucket, bucket4, floor4
-from geomcore.solvers.certificates import add_violators, convex_weights, hull_points, most_violating
+from geomcore.solvers.certificates import (
+    add_violators,
+    convex_weights,
+    decision,
+    hull_points,
+    most_violating,
+)
 from geomcore.solvers.exact_lp import lp_decide
 from geomcore.solvers.frames import (
     initial_working_set,
@@ -195,15 +201,9 @@ def _update(sets, p: _Pair, *, tol, rtol, decide, grow_floor) -> bool:
     """
     A, B = sets[p.i], sets[p.j]
     c = p.cert
-    scale = 2.0 * p.radius
-    if c.upper <= tol * scale:
-        p.status = Status.OVERLAP
-        return True
-    if decide and c.lower > 0:
-        p.status = Status.SEPARABLE
-        return True
-    if not decide and c.lower > 0 and (c.upper - c.lower) <= rtol * c.upper:
-        p.status = Status.CERTIFIED
+    status = decision(c, 2.0 * p.radius, tol=tol, rtol=rtol, decide=decide)
+    if status is not None:
+        p.status = status
         return True
     ma = np.zeros(A.shape[0], bool)
     ma[p.ia] = True
@@ -244,8 +244,6 @@ def _update(sets, p: _Pair, *, tol, rtol, decide, grow_floor) -> bool:
     return False
 
 
-# A hull meeting fewer single points than this goes to the small-pair solver
-# (when the pair is small enough for it).
 def solve_device(
     sets: Sequence[np.ndarray],
     pairs: np.ndarray,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomcore.results import Status
-from geomcore.solvers.certificates import certificate
+from geomcore.solvers.certificates import certificate, decision, result_row
 from geomcore.solvers.exact_lp import lp_decide
 from geomcore.solvers.buckets import bucket
 from geomcore.solvers.frames import pair_frame, set_stats, shared_point, valid_support
@@ -423,60 +423,47 @@ def solve_small_pairs(
                 w = u - v
                 cert = certificate(u, v, A @ w, B @ w)
                 scale = 2.0 * radii[r]
-                if cert.upper <= tol * scale:
-                    status, sep = Status.OVERLAP, False
-                elif cert.lower > 0 and (decide or cert.upper - cert.lower <= rtol * cert.upper):
-                    status, sep = (Status.SEPARABLE if decide else Status.CERTIFIED), True
-                elif not escalate:
+                status = decision(cert, scale, tol=tol, rtol=rtol, decide=decide)
+                if status is not None:
+                    out[k] = result_row(cert, status, int(it[r]), scale, support)
                     continue
-                else:
-                    # Not certified within the budget: the exact LP decides (small LPs).
-                    # Nearly touching or thinly overlapping pairs are where
-                    # first-order iterations crawl and the LP is decisive.
-                    c, R = centers[r], radii[r]
-                    lp = lp_decide(
-                        (A - c) / R,
-                        (B - c) / R,
-                        np.arange(A.shape[0]),
-                        np.arange(B.shape[0]),
-                        overlap_tol=2.0 * tol,
-                    )
-                    n_escalated += 1
-                    if lp.separable and not decide:
-                        retry.append(k)  # separable but thin: more iterations below
-                        continue
-                    w, off, lower = cert.w, cert.offset, 0.0
-                    if lp.separable:
-                        sa, sb = A @ lp.w, B @ lp.w
-                        nrm = float(np.linalg.norm(lp.w))
-                        lower = max(float((sa.min() - sb.max()) / nrm), max(cert.lower, 0.0))
-                        w, off = lp.w / nrm, float(0.5 * (sa.min() + sb.max()) / nrm)
-                    upper = cert.upper if lp.separable else min(cert.upper, lp.upper * R)
-                    out[k] = (
-                        cert.upper if lp.separable else 0.0,
-                        lower,
-                        upper,
-                        bool(lp.separable),
-                        w,
-                        off,
-                        int(it[r]),
-                        int(Status.EXACT_LP),
-                        scale,
-                        support,
-                    )
+                if not escalate:
                     continue
+                # Not certified within the budget: the exact LP decides (small LPs).
+                # Nearly touching or thinly overlapping pairs are where
+                # first-order iterations crawl and the LP is decisive.
+                c, R = centers[r], radii[r]
+                lp = lp_decide(
+                    (A - c) / R,
+                    (B - c) / R,
+                    np.arange(A.shape[0]),
+                    np.arange(B.shape[0]),
+                    overlap_tol=2.0 * tol,
+                )
+                n_escalated += 1
+                if lp.separable and not decide:
+                    retry.append(k)  # separable but thin: more iterations below
+                    continue
+                w, off, lower = cert.w, cert.offset, 0.0
+                if lp.separable:
+                    sa, sb = A @ lp.w, B @ lp.w
+                    nrm = float(np.linalg.norm(lp.w))
+                    lower = max(float((sa.min() - sb.max()) / nrm), max(cert.lower, 0.0))
+                    w, off = lp.w / nrm, float(0.5 * (sa.min() + sb.max()) / nrm)
+                upper = cert.upper if lp.separable else min(cert.upper, lp.upper * R)
                 out[k] = (
-                    cert.upper if sep else 0.0,
-                    max(cert.lower, 0.0) if sep else 0.0,
-                    cert.upper,
-                    sep,
-                    cert.w,
-                    cert.offset,
+                    cert.upper if lp.separable else 0.0,
+                    lower,
+                    upper,
+                    bool(lp.separable),
+                    w,
+                    off,
                     int(it[r]),
-                    int(status),
+                    int(Status.EXACT_LP),
                     scale,
                     support,
                 )
+                continue
     if retry:
         # Thin separable pairs: their distance converges, only slowly. A
         # longer run on these few rows is cheaper than the working-set

@@ -35,7 +35,7 @@ import numpy as np
 from geomcore.results import Status
 from geomcore.solvers import active_set
 from geomcore.solvers.blas import one_blas_thread
-from geomcore.solvers.certificates import certificate
+from geomcore.solvers.certificates import certificate, decision, result_row
 from geomcore.solvers.frames import pair_frame, set_stats, shared_point, valid_support
 from geomcore.solvers.params import WorkingSetParams
 from geomcore.solvers.pricing import pair_scores
@@ -194,17 +194,10 @@ def _violators(scores, member, level, k, lowest):
 
 
 def _decide(p: _Pair, *, tol: float, rtol: float, decide: bool) -> bool:
-    c = p.cert
-    if c.upper <= tol * 2.0 * p.radius:
-        p.status = Status.OVERLAP
-        return True
-    if decide and c.lower > 0:
-        p.status = Status.SEPARABLE
-        return True
-    if not decide and c.lower > 0 and (c.upper - c.lower) <= rtol * c.upper:
-        p.status = Status.CERTIFIED
-        return True
-    return False
+    status = decision(p.cert, 2.0 * p.radius, tol=tol, rtol=rtol, decide=decide)
+    if status is not None:
+        p.status = status
+    return status is not None
 
 
 def _refill(sets, p: _Pair, k: int) -> bool:
@@ -265,6 +258,7 @@ def _run(sets, work: list[_Pair], *, tol, rtol, decide, params, any_only, on_don
                 left.append(p)
             else:
                 grow.append(p)
+
         # Refills are independent per pair (gathers and one small product each):
         # on the pool's threads too.
         def refill(p):
@@ -294,20 +288,7 @@ def _support(p: _Pair):
 
 def _row(p: _Pair):
     """The pair's result fields (as in HullResults) and its support."""
-    c = p.cert
-    sep = p.status in (Status.CERTIFIED, Status.SEPARABLE)
-    return (
-        (c.upper if sep else 0.0),
-        (max(c.lower, 0.0) if sep else 0.0),
-        c.upper,
-        sep,
-        c.w,
-        c.offset,
-        p.iterations,
-        int(p.status),
-        2.0 * p.radius,
-        _support(p),
-    )
+    return result_row(p.cert, p.status, p.iterations, 2.0 * p.radius, _support(p))
 
 
 def _start_pair(sets, p: _Pair, params, scores, shared, start) -> None:
@@ -420,22 +401,9 @@ def solve_working_sets(
         center, radius = pair_frame(stats[i], stats[j])
         if k in levels:
             cert = certificate(*levels[k], *scores[k])
-            probe = _Pair(i, j, center, radius, 1, 1, 1, 1, k)
-            probe.cert = cert
-            if _decide(probe, tol=tol, rtol=rtol, decide=decide):
-                sep = probe.status != Status.OVERLAP
-                done[k] = (
-                    cert.upper if sep else 0.0,
-                    max(cert.lower, 0.0) if sep else 0.0,
-                    cert.upper,
-                    sep,
-                    cert.w,
-                    cert.offset,
-                    0,
-                    int(probe.status),
-                    2.0 * radius,
-                    starts[k],
-                )
+            status = decision(cert, 2.0 * radius, tol=tol, rtol=rtol, decide=decide)
+            if status is not None:
+                done[k] = result_row(cert, status, 0, 2.0 * radius, starts[k])
                 continue
         if decide and k in scores:
             # The cheapest proof: the centroid direction's slab, from the
@@ -444,18 +412,13 @@ def solve_working_sets(
             cert = certificate(stats[i].mean, stats[j].mean, sa, sb)
             if cert.lower > 0:
                 na, nb = sa.size, sb.size
-                done[k] = (
-                    cert.upper,
-                    cert.lower,
-                    cert.upper,
-                    True,
-                    cert.w,
-                    cert.offset,
-                    0,
-                    int(Status.SEPARABLE),
-                    2.0 * radius,
-                    (np.arange(na), np.full(na, 1.0 / na), np.arange(nb), np.full(nb, 1.0 / nb)),
+                uniform = (
+                    np.arange(na),
+                    np.full(na, 1.0 / na),
+                    np.arange(nb),
+                    np.full(nb, 1.0 / nb),
                 )
+                done[k] = result_row(cert, Status.SEPARABLE, 0, 2.0 * radius, uniform)
                 continue
         n0 = 2 * params.start + (0 if starts[k] is None else starts[k][0].size + starts[k][2].size)
         cap = 1 << max(n0 - 1, 1).bit_length()

@@ -14,7 +14,8 @@ and JAX caches), timed twice (first and second call), with the process's
 peak resident memory; on ``ewt_pos`` also on its first third and two thirds,
 to show how memory grows with the number of points. Then, in this process
 and on the same label pairs, scikit-learn's ``SVC(kernel="linear", C=1e6)``
-(libsvm, as the original DirectProbe) and Intel's oneDAL SVC
+(libsvm, as the original DirectProbe) and, on the sets of ``--intel-sets``
+(default ``pud_pos``: it takes many minutes per set), Intel's oneDAL SVC
 (``sklearnex.svm.SVC``, same parameters) fit one model per pair. Their
 distances (2 |w.x + b| / ||w|| minimised over the points, 0 when training
 accuracy is below 1) are compared with geomcore's certified brackets:
@@ -180,7 +181,7 @@ def _errors(res: dict, sep, dist) -> dict:
     }
 
 
-def run(names, data_dir: Path, cache: Path) -> list[dict]:
+def run(names, data_dir: Path, cache: Path, intel_sets=("pud_pos",)) -> list[dict]:
     from sklearn.svm import SVC
 
     try:
@@ -209,12 +210,20 @@ def run(names, data_dir: Path, cache: Path) -> list[dict]:
         t_svc, s_sep, s_dist = _anchor(
             lambda: SVC(kernel="linear", C=1e6, tol=1e-5, max_iter=50000), X, labels_all, labels
         )
-        t_int, i_sep, i_dist = _anchor(
-            lambda: IntelSVC(kernel="linear", C=1e6, tol=1e-5, max_iter=50000),
-            X,
-            labels_all,
-            labels,
-        )
+        if name in intel_sets:
+            t_int, i_sep, i_dist = _anchor(
+                lambda: IntelSVC(kernel="linear", C=1e6, tol=1e-5, max_iter=50000),
+                X,
+                labels_all,
+                labels,
+            )
+            intel = {
+                "intel_svc_s": t_int,
+                "ratio_intel_first": t_int / res["first_s"],
+                "intel": _errors(res, i_sep, i_dist),
+            }
+        else:
+            intel = {"intel_svc_s": None}
         row = {
             "set": name,
             "rows": res["rows"],
@@ -234,9 +243,7 @@ def run(names, data_dir: Path, cache: Path) -> list[dict]:
             "ratio_svc_first": t_svc / res["first_s"],
             "ratio_svc_second": t_svc / res["second_s"],
             "svc": _errors(res, s_sep, s_dist),
-            "intel_svc_s": t_int,
-            "ratio_intel_first": t_int / res["first_s"],
-            "intel": _errors(res, i_sep, i_dist),
+            **intel,
         }
         print(json.dumps({k: v for k, v in row.items()}), flush=True)
         out.append(row)
@@ -254,12 +261,18 @@ def main(argv=None) -> int:
         default=Path(os.environ.get("FINETUNE_DATA_DIR", REPO.parent / "shared" / "data")),
     )
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--intel-sets",
+        default="pud_pos",
+        help="sets on which to time oneDAL's SVC too (it takes minutes per set)",
+    )
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     bad = [s for s in names if s not in _SETS]
     if bad:
         ap.error(f"unknown set(s) {bad}; choose from {sorted(_SETS)}")
-    rows = run(names, args.data_dir, cache_dir())
+    intel = tuple(s.strip() for s in args.intel_sets.split(",") if s.strip())
+    rows = run(names, args.data_dir, cache_dir(), intel_sets=intel)
     if args.out is not None:
         from geomcore.io import write_json
 

@@ -28,6 +28,8 @@ class WorkingSetParams:
       working set).
     max_steps: active-set steps per restricted solve.
     threads: restricted solves and refills run at once (host threads).
+    max_active: pairs in the rounds at once (each holds its working set's
+      Gram matrix, factor and rows: this bounds memory).
     """
 
     start: int = 32
@@ -36,6 +38,7 @@ class WorkingSetParams:
     inner_rtol: float = 1e-5
     max_steps: int = 20000
     threads: int = 2
+    max_active: int = 128
 
 
 @dataclass(frozen=True)

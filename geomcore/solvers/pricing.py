@@ -19,24 +19,35 @@ __all__ = ["certify_all"]
 _CHUNK_FLOATS = 1 << 24
 
 
-def pair_scores(sets, ij, ws) -> list[tuple[np.ndarray, np.ndarray]]:
+def pair_scores(sets, ij, ws, pool=None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Scores ``(X_i @ w_k, X_j @ w_k)`` of each pair k = (i, j) of ``ij`` on its
-    direction ``ws[k]``, from one product per set."""
+    direction ``ws[k]``, from one product per set.
+
+    With ``pool`` (an executor) the sets' products run on its threads; each
+    product is the same computation either way, so the scores are too.
+    """
     by_set: dict[int, list[tuple[int, int]]] = {}
     for k, (i, j) in enumerate(ij):
         by_set.setdefault(i, []).append((k, 0))
         by_set.setdefault(j, []).append((k, 1))
     scores: list[list] = [[None, None] for _ in ij]
-    for s in sorted(by_set):
+
+    def one(s):
         cols = by_set[s]
         X = sets[s]
         chunk = max(1, _CHUNK_FLOATS // max(X.shape[0], 1))
         for c0 in range(0, len(cols), chunk):
             part = cols[c0 : c0 + chunk]
-            W = np.stack([ws[k] for k, _ in part], axis=1)
-            S = X @ W
+            S = X @ np.stack([ws[k] for k, _ in part], axis=1)
             for col, (k, side) in enumerate(part):
                 scores[k][side] = S[:, col]
+
+    order = sorted(by_set, key=lambda s: -sets[s].shape[0] * len(by_set[s]))  # big first
+    if pool is not None and len(order) > 1:
+        list(pool.map(one, order))
+    else:
+        for s in order:
+            one(s)
     return [(a, b) for a, b in scores]
 
 

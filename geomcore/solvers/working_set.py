@@ -200,10 +200,16 @@ def _decide(p: _Pair, *, tol: float, rtol: float, decide: bool) -> bool:
     return status is not None
 
 
-def _refill(sets, p: _Pair, k: int) -> bool:
-    """Replace W by the corral plus up to k violators per side; False if none."""
+def _refill(sets, p: _Pair, k: int, floor: float) -> bool:
+    """Replace W by the corral plus up to k violators per side; False if none.
+
+    A point violates when its score is past its side's level by more than
+    ``floor * U^2`` (and round-off): in distance mode floor = rtol / 4, since
+    violations below it on both sides leave the gap (U - L) / U under rtol,
+    so such points can never be what keeps a pair uncertified."""
     c = p.cert
-    slack = 1e-12 * (abs(c.level_a) + abs(c.level_b) + c.upper * p.radius)
+    slack = max(1e-12 * (abs(c.level_a) + abs(c.level_b) + c.upper * p.radius),
+                floor * c.upper * c.upper)
     new_a = _violators(c.scores_a, p.member[0], c.level_a - slack, k, True)
     new_b = _violators(c.scores_b, p.member[1], c.level_b + slack, k, False)
     if new_a.size == 0 and new_b.size == 0:
@@ -243,8 +249,13 @@ def _run(sets, work: list[_Pair], *, tol, rtol, decide, params, any_only, on_don
         else:
             for p in active:
                 _solve(p, params, overlap)
-        levels = [p.hull_points(sets) for p in active]
-        scores = pair_scores(sets, [(p.i, p.j) for p in active], [u - v for u, v in levels])
+        if pool is not None and len(active) > 1:
+            levels = list(pool.map(lambda p: p.hull_points(sets), active))
+        else:
+            levels = [p.hull_points(sets) for p in active]
+        scores = pair_scores(
+            sets, [(p.i, p.j) for p in active], [u - v for u, v in levels], pool=pool
+        )
         still = []
         n_done = 0
         stop = False
@@ -262,7 +273,7 @@ def _run(sets, work: list[_Pair], *, tol, rtol, decide, params, any_only, on_don
         # Refills are independent per pair (gathers and one small product each):
         # on the pool's threads too.
         def refill(p):
-            return _refill(sets, p, params.grow)
+            return _refill(sets, p, params.grow, 0.0 if decide else rtol / 4)
 
         grown = (
             list(pool.map(refill, grow))
@@ -396,7 +407,7 @@ def solve_working_sets(
         zip(scored, pair_scores(sets, [ij[k] for k in scored], [dirs[k] for k in scored]))
     )
     d = sets[0].shape[1]
-    work, done = [], {}
+    todo, done = [], {}
     for k, (i, j) in enumerate(ij):
         center, radius = pair_frame(stats[i], stats[j])
         if k in levels:
@@ -420,24 +431,35 @@ def solve_working_sets(
                 )
                 done[k] = result_row(cert, Status.SEPARABLE, 0, 2.0 * radius, uniform)
                 continue
-        n0 = 2 * params.start + (0 if starts[k] is None else starts[k][0].size + starts[k][2].size)
-        cap = 1 << max(n0 - 1, 1).bit_length()
-        p = _Pair(i, j, center, radius, sets[i].shape[0], sets[j].shape[0], d, cap, k)
-        _start_pair(sets, p, params, scores.get(k), shared[k], starts[k])
-        work.append(p)
+        todo.append((k, i, j, center, radius))
     if on_done is not None and done:
         on_done(len(done))
-    left = _run(
-        sets,
-        work,
-        tol=tol,
-        rtol=rtol,
-        decide=decide,
-        params=params,
-        any_only=any_only,
-        on_done=on_done,
-    )
-    done.update({p.row: _row(p) for p in work if p.status >= 0})
-    stopped = any_only and any(p.status == Status.OVERLAP for p in work)
-    handed = [(p.row, _support(p)) for p in left if p.status < 0]
+    # Pairs go through the rounds in waves of at most ``max_active``: each
+    # active pair holds its Gram matrix, factor and rows (a few MB at d = 768),
+    # so a wave bounds memory whatever the number of pairs.
+    handed, stopped = [], False
+    for w0 in range(0, len(todo), params.max_active):
+        work = []
+        for k, i, j, center, radius in todo[w0 : w0 + params.max_active]:
+            st = starts[k]
+            n0 = 2 * params.start + (0 if st is None else st[0].size + st[2].size)
+            cap = 1 << max(n0 - 1, 1).bit_length()
+            p = _Pair(i, j, center, radius, sets[i].shape[0], sets[j].shape[0], d, cap, k)
+            _start_pair(sets, p, params, scores.get(k), shared[k], st)
+            work.append(p)
+        left = _run(
+            sets,
+            work,
+            tol=tol,
+            rtol=rtol,
+            decide=decide,
+            params=params,
+            any_only=any_only,
+            on_done=on_done,
+        )
+        done.update({p.row: _row(p) for p in work if p.status >= 0})
+        handed += [(p.row, _support(p)) for p in left if p.status < 0]
+        stopped = any_only and any(p.status == Status.OVERLAP for p in work)
+        if stopped:
+            break
     return done, handed, stopped

@@ -434,13 +434,16 @@ def solve_working_sets(
         todo.append((k, i, j, center, radius))
     if on_done is not None and done:
         on_done(len(done))
-    # Pairs go through the rounds in waves of at most ``max_active``: each
-    # active pair holds its Gram matrix, factor and rows (a few MB at d = 768),
-    # so a wave bounds memory whatever the number of pairs.
+    # Pairs go through the rounds in waves: each active pair holds its Gram
+    # matrix, factor and rows (a few MB at d = 768), so a wave bounds memory
+    # whatever the number of pairs.
     handed, stopped = [], False
-    for w0 in range(0, len(todo), params.max_active):
+    wave = params.max_active
+    if wave is None:  # a working set of 256 slots: Gram and factor, and its rows
+        wave = max(16, params.wave_bytes // (8 * (2 * 256 * 256 + 256 * d)))
+    for w0 in range(0, len(todo), wave):
         work = []
-        for k, i, j, center, radius in todo[w0 : w0 + params.max_active]:
+        for k, i, j, center, radius in todo[w0 : w0 + wave]:
             st = starts[k]
             n0 = 2 * params.start + (0 if st is None else st[0].size + st[2].size)
             cap = 1 << max(n0 - 1, 1).bit_length()

@@ -47,9 +47,7 @@ def _check_options(tol, rtol, dtype):
 
 
 def _engine(path: str) -> EngineParams:
-    if path not in ("auto", "host", "device"):
-        raise ValueError(f"`path` must be 'auto', 'host' or 'device'; got {path!r}.")
-    return EngineParams(path=path)
+    return EngineParams(path=path)  # validates ``path``
 
 
 def _sharding(shard):

@@ -32,7 +32,7 @@ L = the slab width on the working set): a solve stops when it is below
 ``rtol`` or when ``||w|| <= overlap`` (the hulls touch up to that distance).
 
 The kernel is compiled by numba (cached on disk) and releases the GIL:
-:func:`solve_batch` runs one pair per thread.
+:func:`thread_pool` runs one pair per thread (:mod:`working_set`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ __all__ = [
     "Corral",
     "Solve",
     "solve",
-    "solve_batch",
     "solve_inplace",
     "thread_pool",
     "OPTIMAL",
@@ -457,22 +456,6 @@ def solve_inplace(
         gram, side, x, factor, corral, int(size), float(rtol), float(overlap), int(max_steps)
     )
     return int(code), int(steps), float(w2), float(gap), int(s)
-
-
-def solve_batch(
-    problems, *, rtol: float, overlap: float, max_steps: int, threads: int = 2
-) -> list[Solve]:
-    """:func:`solve` on many ``(gram, side, x, corral)`` problems, ``threads`` at a
-    time (the kernel releases the GIL; each problem is solved alone, so the
-    results do not depend on the batch or the thread count)."""
-
-    def one(pb):
-        g, sd, x, cr = pb
-        return solve(g, sd, x, rtol=rtol, overlap=overlap, max_steps=max_steps, corral=cr)
-
-    if threads <= 1 or len(problems) < 2:
-        return [one(pb) for pb in problems]
-    return list(thread_pool(threads).map(one, problems))
 
 
 @functools.cache

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numba
 import numpy as np
 
 from geomcore.results import Status
 from geomcore.solvers import active_set
 from geomcore.solvers.blas import one_blas_thread
-from geomcore.solvers.certificates import certificate, decision, result_row
+from geomcore.solvers.certificates import certificate, decision, most_violating, result_row
 from geomcore.solvers.frames import pair_frame, set_stats, shared_point, valid_support
 from geomcore.solvers.params import WorkingSetParams
 from geomcore.solvers.pricing import pair_scores
@@ -170,29 +169,6 @@ class _Pair:
         return a @ sets[self.i][ia], b @ sets[self.j][ib]
 
 
-@numba.njit(cache=True, nogil=True)
-def _violators(scores, member, level, k, lowest):
-    """Up to k non-members with scores below (lowest) / above ``level``, most violating first."""
-    n = scores.shape[0]
-    cand = np.empty(n, np.int64)
-    key = np.empty(n)
-    m = 0
-    for q in range(n):
-        if member[q]:
-            continue
-        v = scores[q] if lowest else -scores[q]
-        lv = level if lowest else -level
-        if v < lv:
-            cand[m] = q
-            key[m] = v
-            m += 1
-    if m > k:
-        part = np.argsort(key[:m], kind="mergesort")[:k]
-    else:
-        part = np.argsort(key[:m], kind="mergesort")
-    return cand[:m][part]
-
-
 def _decide(p: _Pair, *, tol: float, rtol: float, decide: bool) -> bool:
     status = decision(p.cert, 2.0 * p.radius, tol=tol, rtol=rtol, decide=decide)
     if status is not None:
@@ -210,8 +186,8 @@ def _refill(sets, p: _Pair, k: int, floor: float) -> bool:
     c = p.cert
     slack = max(1e-12 * (abs(c.level_a) + abs(c.level_b) + c.upper * p.radius),
                 floor * c.upper * c.upper)
-    new_a = _violators(c.scores_a, p.member[0], c.level_a - slack, k, True)
-    new_b = _violators(c.scores_b, p.member[1], c.level_b + slack, k, False)
+    new_a = most_violating(c.scores_a, p.member[0], k, below=c.level_a - slack)
+    new_b = most_violating(c.scores_b, p.member[1], k, above=c.level_b + slack)
     if new_a.size == 0 and new_b.size == 0:
         return False
     p.drop_outside_corral()

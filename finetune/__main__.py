@@ -154,18 +154,33 @@ def _add_study_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of fine-tuning and probes (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: units one after another in this process (default); ray: units "
+                        "as Ray tasks, independent ones at once (needs the cluster extra)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: a running cluster (HOST:PORT from `ray start "
+                        "--head`, or auto); default $RAY_ADDRESS, else a new local cluster")
+    p.add_argument("--cpus-per-unit", type=float, default=1.0, metavar="N",
+                   help="with --executor ray: CPUs each unit asks for (default 1)")
     p.set_defaults(func=_run_study)
 
 
 def _run_study(args: argparse.Namespace) -> int:
     from finetune.study import run_study
     from finetune.tasks import resolve_data_dir
+    from geomcore.executors import JobsFailed
 
     data_dir = resolve_data_dir(args.data_dir)
-    report = run_study(
-        args.out, model=args.model, tasks=args.tasks, preset=args.preset, data_dir=data_dir,
-        device=args.device, progress=not args.no_progress, seed=args.seed,
-    )
+    try:
+        report = run_study(
+            args.out, model=args.model, tasks=args.tasks, preset=args.preset, data_dir=data_dir,
+            device=args.device, progress=not args.no_progress, seed=args.seed,
+            executor=args.executor, ray_address=args.ray_address,
+            cpus_per_unit=args.cpus_per_unit,
+        )
+    except JobsFailed as exc:
+        print(f"finetune study: {exc}", file=sys.stderr)
+        return 1
     print(report)
     return 0
 

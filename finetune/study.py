@@ -34,12 +34,20 @@ Order: task by task (untuned probes, fine-tuning, tuned probes), then the
 cross-task units, then the report; so the first results appear early and an
 interrupted study restarts at the first unit without a file. The fine-tuning
 run itself resumes from its own checkpoint (``save_every``).
+
+Executors (:mod:`geomcore.executors`): the units are grouped in jobs that share
+one model's embeddings (:meth:`StudyRunner.jobs`). The local executor runs them
+in the order above; ``executor="ray"`` runs each job as a Ray task as soon as
+the jobs it needs have finished (a task rebuilds the runner from the plan in its
+worker and writes the same unit files), so a cluster run and a local run leave
+the same directory and resume from each other.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import gc
 import json
 import logging
@@ -301,8 +309,9 @@ class StudyRunner:
     """Runs a :class:`StudyPlan` in ``out``; see the module docstring."""
 
     def __init__(self, plan: StudyPlan, out: str | os.PathLike, *, data_dir: Any = None,
-                 device: str = "cpu", progress: bool = True) -> None:
+                 device: str = "cpu", progress: bool = True, cpus_per_unit: float = 1.0) -> None:
         self.plan = plan
+        self.cpus_per_unit = float(cpus_per_unit)
         self.out = Path(out)
         self.data_dir = data_dir
         self.device = device
@@ -444,48 +453,107 @@ class StudyRunner:
                 "labels": names, "min_distance": md, "mlp": _mlp_record(res)}
 
     # ------------------------------------------------------------------ driver
-    def run(self) -> Path:
+    def jobs(self) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+        """The study's jobs still to run, in local order: (job, its units, the jobs it needs).
+
+        A job is the units that share one model's embeddings: ``probe_<task>_before``
+        (MLP and clusters of the untuned model), ``finetune_<task>``,
+        ``probe_<task>_after`` (needs ``finetune_<task>``) and ``cross_<source>``
+        (needs ``finetune_<source>`` unless the source is ``untuned``). A job
+        whose units all exist is left out, and so is a dependency on it.
+        """
+        plan: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        for task in self.plan.tasks:
+            plan.append((f"probe_{task}_before", (f"mlp_{task}_before", f"clusters_{task}_before"),
+                         ()))
+            plan.append((f"finetune_{task}", (f"finetune_{task}",), ()))
+            plan.append((f"probe_{task}_after", (f"mlp_{task}_after", f"clusters_{task}_after"),
+                         (f"finetune_{task}",)))
+        for source in cross_sources(self.plan.tasks):
+            plan.append((f"cross_{source}", (f"cross_{source}",),
+                         () if source == "untuned" else (f"finetune_{source}",)))
+        todo = [(j, u, d) for j, u, d in plan if not all(self.units.done(x) for x in u)]
+        names = {j for j, _, _ in todo}
+        return [(j, u, tuple(x for x in d if x in names)) for j, u, d in todo]
+
+    def run_job(self, job: str) -> list[str]:
+        """Compute the missing units of one job (see :meth:`jobs`); returns their names."""
+        kind, _, rest = job.partition("_")
+        if kind == "probe":
+            task, _, stage = rest.rpartition("_")
+            names = (f"mlp_{task}_{stage}", f"clusters_{task}_{stage}")
+            if all(self.units.done(n) for n in names):
+                return []
+            model = self.base_model() if stage == "before" else self.tuned_model(task)
+            emb = self.embeddings(model, task, all_layers=True)
+            del model
+            self.units.run(names[0], lambda: self._mlp(task, stage, emb))
+            self.units.run(names[1], lambda: self._clusters(task, stage, emb))
+            del emb
+            gc.collect()
+            return list(names)
+        if kind == "finetune":
+            self.units.run(job, lambda: self._finetune(rest))
+            return [job]
+        if kind == "cross":
+            if self.units.done(job):
+                return []
+            model = self.base_model() if rest == "untuned" else self.tuned_model(rest)
+            emb = self.embeddings(model, CROSS_TARGET, all_layers=False)
+            del model
+            self.units.run(job, lambda: self._cross(rest, emb))
+            del emb
+            gc.collect()
+            return [job]
+        raise ValueError(f"unknown study job {job!r}.")
+
+    def run(self, executor: Any = None) -> Path:
+        """Run the missing units (``executor``: None = here, one after another, or a
+        :mod:`geomcore.executors` executor), then build the report."""
         from tqdm.auto import tqdm
 
-        tasks = self.plan.tasks
-        todo = [u for u in unit_names(tasks) if not self.units.done(u)]
-        bar = tqdm(total=len(unit_names(tasks)), initial=len(unit_names(tasks)) - len(todo),
-                   desc="study", unit="unit", disable=not self.progress)
-        for task in tasks:
-            if any(not self.units.done(f"{k}_{task}_before") for k in ("mlp", "clusters")):
-                emb = self.embeddings(self.base_model(), task, all_layers=True)
-                self.units.run(f"mlp_{task}_before", lambda: self._mlp(task, "before", emb))
-                bar.update(1)
-                self.units.run(f"clusters_{task}_before",
-                               lambda: self._clusters(task, "before", emb))
-                bar.update(1)
-                del emb
-            self.units.run(f"finetune_{task}", lambda: self._finetune(task))
-            bar.update(1)
-            if any(not self.units.done(f"{k}_{task}_after") for k in ("mlp", "clusters")):
-                model = self.tuned_model(task)
-                emb = self.embeddings(model, task, all_layers=True)
-                del model
-                self.units.run(f"mlp_{task}_after", lambda: self._mlp(task, "after", emb))
-                bar.update(1)
-                self.units.run(f"clusters_{task}_after", lambda: self._clusters(task, "after", emb))
-                bar.update(1)
-                del emb
-            gc.collect()
-        for source in cross_sources(tasks):
-            name = f"cross_{source}"
-            if not self.units.done(name):
-                model = self.base_model() if source == "untuned" else self.tuned_model(source)
-                emb = self.embeddings(model, CROSS_TARGET, all_layers=False)
-                del model
-                self.units.run(name, lambda: self._cross(source, emb))
-                del emb
-                gc.collect()
-            bar.update(1)
+        from geomcore.executors import Job, LocalExecutor
+
+        executor = LocalExecutor() if executor is None else executor
+        total = len(unit_names(self.plan.tasks))
+        done = sum(self.units.done(u) for u in unit_names(self.plan.tasks))
+        bar = tqdm(total=total, initial=done, desc="study", unit="unit",
+                   disable=not self.progress)
+        todo = self.jobs()
+        sizes = {j: len(u) for j, u, _ in todo}
+        if isinstance(executor, LocalExecutor):
+            jobs = [Job(j, functools.partial(self.run_job, j), d) for j, _, d in todo]
+        else:
+            spec = _RunnerSpec(type(self), self.plan, str(self.out), self.data_dir, self.device)
+            gpus = 1.0 if str(self.device).startswith("cuda") else 0.0
+            jobs = [Job(j, functools.partial(_run_remote_job, spec, j), d,
+                        num_cpus=self.cpus_per_unit, num_gpus=gpus) for j, _, d in todo]
+        executor.run(jobs, on_done=lambda name, _: bar.update(sizes[name]))
         bar.close()
         from finetune.report import build_report
 
         return build_report(self.out)
+
+
+@dataclass(frozen=True)
+class _RunnerSpec:
+    """What a worker process needs to rebuild the runner of a study (picklable)."""
+
+    cls: type
+    plan: StudyPlan
+    out: str
+    data_dir: Any
+    device: str
+
+
+def _run_remote_job(spec: _RunnerSpec, job: str) -> list[str]:
+    """A study job in a worker process (a Ray task): same directory, same unit files."""
+    from geomcore.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+    runner = spec.cls(spec.plan, spec.out, data_dir=spec.data_dir, device=spec.device,
+                      progress=False)
+    return runner.run_job(job)
 
 
 def run_study(
@@ -498,11 +566,28 @@ def run_study(
     device: str = "cpu",
     progress: bool = True,
     seed: int = 0,
+    executor: str = "local",
+    ray_address: str | None = None,
+    cpus_per_unit: float = 1.0,
 ) -> Path:
-    """Run (or resume) a study in ``out``; returns the path of report.md."""
+    """Run (or resume) a study in ``out``; returns the path of report.md.
+
+    ``executor="ray"`` runs the units as Ray tasks (``ray_address``: a running
+    cluster, else ``$RAY_ADDRESS`` or a new local one), each asking for
+    ``cpus_per_unit`` CPUs and, with a ``cuda`` device, one GPU; units that
+    do not need each other run at once. The files are those of a local run.
+    """
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
         preset = PRESETS[preset]
     plan = StudyPlan(model=model, tasks=parse_tasks(tasks), preset=preset, seed=seed)
-    return StudyRunner(plan, out, data_dir=data_dir, device=device, progress=progress).run()
+    if not cpus_per_unit > 0:
+        raise ValueError(f"--cpus-per-unit must be > 0; got {cpus_per_unit}.")
+    from geomcore.executors import make_executor, require_ray
+
+    if executor == "ray":
+        require_ray()  # before anything is written
+    runner = StudyRunner(plan, out, data_dir=data_dir, device=device, progress=progress,
+                         cpus_per_unit=cpus_per_unit)
+    return runner.run(make_executor(executor, address=ray_address))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["DEFAULT_MODEL", "resolve_model_path", "load_encoder"]
@@ -84,17 +85,21 @@ def load_encoder(name_or_path: str | os.PathLike = DEFAULT_MODEL):
     """Load (model, tokenizer) from a local folder, in eval mode.
 
     The tokenizer must be a fast tokenizer (``word_ids()`` maps sub-tokens to
-    words).
+    words). transformers' loading bar shows only when stderr is a terminal
+    (a log file gets no ``\\r`` updates).
 
     Returns:
       (transformers.PreTrainedModel, transformers.PreTrainedTokenizerFast)
     """
     from transformers import AutoModel, AutoTokenizer
 
+    from finetune.progress import hf_bars, is_terminal
+
     path = resolve_model_path(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True)
+        with hf_bars(is_terminal(sys.stderr)):
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True)
     except OSError as exc:
         raise ValueError(f"could not load the model in {path}: {exc}") from exc
     if not getattr(tokenizer, "is_fast", False):

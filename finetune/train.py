@@ -44,11 +44,12 @@ import os
 import pickle
 import random
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ from geomcore.io import atomic_open, write_json
 from finetune.config import TrainConfig, default_epochs
 from finetune.embed import encode, model_max_length
 from finetune.heads import TaskHead, TaskModel
+from finetune.progress import ProgressLine, hf_bars, is_terminal
 from finetune.stream import JsonlLog, probe_split
 
 __all__ = [
@@ -76,6 +78,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 MAX_GRAD_NORM = 1.0
+# Seconds between two progress lines when the output is not a terminal.
+PROGRESS_INTERVAL = 15.0
 GEOMETRY_KEY = ("record", "step", "split", "layer")
 METRICS_KEY = ("record", "step")
 
@@ -321,7 +325,8 @@ def _accuracy(head: TaskHead, vectors: torch.Tensor, ids: np.ndarray, device: st
     return float((pred == ids).mean()) if len(ids) else float("nan")
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, on_step: Callable[[int, int, float], None] | None = None
+          ) -> TrainResult:
     """Load the task's splits and the encoder named in ``config``, then :func:`fit`."""
     from finetune.models import load_encoder
     from finetune.tasks import check_task, load_task
@@ -334,7 +339,7 @@ def train(config: TrainConfig) -> TrainResult:
         load_task(config.task, "test", config.data_dir), config.max_test_examples
     )
     backbone, tokenizer = load_encoder(config.model)
-    return fit(backbone, tokenizer, train_data, test_data, config)
+    return fit(backbone, tokenizer, train_data, test_data, config, on_step=on_step)
 
 
 def fit(
@@ -343,6 +348,8 @@ def fit(
     train_data: Any,
     test_data: Any,
     config: TrainConfig,
+    *,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``backbone`` with a task head, streaming geometry; resumable.
 
@@ -351,6 +358,13 @@ def fit(
       tokenizer: its tokenizer.
       train_data / test_data: ``finetune.tasks.TaskData`` of the two splits.
       config: the run's settings; ``config.out_dir`` receives everything.
+      on_step: called after every optimizer step with (step, total steps,
+        the step's loss), e.g. to drive a caller's progress line.
+
+    Progress (``config.progress``): in a terminal, tqdm bars (training steps,
+    embedding, geometry); elsewhere (a log file) no bars, only a
+    :class:`finetune.progress.ProgressLine`: a line at the start, at most one
+    every ``PROGRESS_INTERVAL`` seconds, and one at the end.
 
     If ``config.out_dir`` holds a checkpoint, the run continues from it (the
     settings must match, see ``TrainConfig.mismatches``).
@@ -483,7 +497,7 @@ def fit(
                 batch_size=config.batch_size,
                 directprobe=config.directprobe,
                 device=device,
-                progress=config.progress,
+                progress=bars,
                 geometry=config.geometry,
                 warm=warm,
             )
@@ -532,6 +546,8 @@ def fit(
 
     session_t0 = [wall0]
     start_step = step
+    # tqdm bars only in a terminal; a log gets ProgressLine's plain lines.
+    bars = config.progress and is_terminal(sys.stderr)
     model.train()
     if step == 0:
         probe(0, 0)
@@ -540,8 +556,14 @@ def fit(
         total=total_steps,
         initial=step,
         desc=f"train {train_data.name}",
-        disable=not config.progress,
+        disable=not bars,
     )
+    line = None
+    if config.progress and not bars and step < stop:
+        line = ProgressLine(
+            f"train {train_data.name}", [("steps", 1.0)], interval=PROGRESS_INTERVAL
+        )
+        line.begin("steps")
     while step < stop:
         epoch, pos = divmod(step, steps_per_epoch)
         if pos == 0 or order is None:  # a checkpoint mid-epoch carries its order
@@ -573,19 +595,30 @@ def fit(
         bar.update(1)
         if losses:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if line is not None:
+            line.update(
+                (step - start_step) / max(1, stop - start_step),
+                f"step {step}/{total_steps} loss {losses[-1]:.3f}",
+            )
+        if on_step is not None:
+            on_step(step, total_steps, losses[-1])
         done_epoch = step // steps_per_epoch if step % steps_per_epoch == 0 else epoch
         if step == total_steps or (config.probe_every and step % config.probe_every == 0):
             probe(step, done_epoch)
         if step < stop and config.save_every and step % config.save_every == 0:
             save()
     bar.close()
+    if line is not None:
+        line.end("steps")
+        line.close()
     completed = step >= total_steps
     # A finished directory run again: nothing to redo, nothing is rewritten.
     already_done = completed and step == start_step and (out_dir / "results.json").exists()
     if not already_done:
         save()
         if completed and config.save_model:
-            _save_model_dir(out_dir, model, tokenizer, labels)
+            with hf_bars(bars):
+                _save_model_dir(out_dir, model, tokenizer, labels)
     result = TrainResult(
         completed=completed,
         step=step,

@@ -271,3 +271,24 @@ def test_default_epochs_and_config_validation(tmp_path):
             TrainConfig(task="pos", out_dir=tmp_path, **kw)
     with pytest.raises(ValueError, match="at least one label"):
         TaskHead("token", 8, 0)
+
+
+def test_progress_in_a_log_is_plain_lines(tmp_path, capsys):
+    """Not a terminal (pytest's captured stderr): no tqdm '\\r' updates, a bounded line count."""
+    import finetune.train as tr
+
+    model, tok = build_tiny_encoder(tmp_path)
+    train, test = toy_task("train", 40, 0), toy_task("test", 8, 1)
+    cfg = TrainConfig(task="toy", out_dir=tmp_path / "run", epochs=5, batch_size=4, lr=2e-3,
+                      probe_every=10, progress=True)
+    seen = []
+    res = fit(model, tok, train, test, cfg, on_step=lambda s, n, loss: seen.append((s, n)))
+    assert res.completed and seen == [(s, 50) for s in range(1, 51)]
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("train toy")]
+    # begin + end + close, and at most one line per PROGRESS_INTERVAL of wall time
+    assert 3 <= len(lines) <= 3 + res.wall_seconds / tr.PROGRESS_INTERVAL + 1
+    assert lines[0] == "train toy 0/1 units (0%) | steps | elapsed 0s | left ?"
+    assert lines[-1].startswith("train toy 1/1 units (100%) | elapsed ")
+    assert lines[-1].endswith("| left ~0s")

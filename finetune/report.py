@@ -9,7 +9,11 @@
 - ``figures/*.png``: Figure 2 (label dynamics), 3 (centroid paths), 4 (layer
   similarity to step 0), 5 (centroid displacement);
 - ``report.md``: the tables, figure links and findings. Every sentence that
-  states a finding is generated here from the numbers.
+  states a finding is generated here from the numbers. Its first lines say
+  whether every fine-tuned head beat the untuned model's MLP probe on its
+  task (:func:`head_check`); the head's learning curve (training loss and
+  test accuracy at each probed step, ``runs/<task>/metrics.jsonl``) is a
+  table and a figure.
 
 Missing pieces (a task not in the study, a unit not finished yet) are named in
 the report instead of failing, so the report can be rebuilt at any point:
@@ -48,6 +52,8 @@ __all__ = [
     "cross_task_table",
     "clusters_table",
     "performance_table",
+    "read_metrics",
+    "head_check",
     "findings",
     "build_report",
 ]
@@ -125,6 +131,38 @@ def read_geometry(path: str | Path) -> GeometryLog:
                 steps.add(key[2])
                 n_layers = max(n_layers, key[1] + 1)
     return GeometryLog(tuple(sorted(steps)), n_layers, records)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The head's learning curve from a run's ``metrics.jsonl``, by step.
+
+    One dict per probed step (ascending): ``step``, ``epoch``,
+    ``train_loss`` (mean training loss of the optimizer steps since the
+    previous probe; None at step 0), ``train_accuracy``, ``test_accuracy``.
+    """
+    path = Path(path)
+    rows: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {lineno}: not valid JSON ({exc}).") from exc
+            if rec.get("record") != "metrics":
+                continue
+            if "step" not in rec or "test_accuracy" not in rec:
+                raise ValueError(f"{path}, line {lineno}: a metrics record needs step and "
+                                 "test_accuracy.")
+            rows[int(rec["step"])] = {
+                "step": int(rec["step"]),
+                "epoch": rec.get("epoch"),
+                "train_loss": rec.get("train_loss"),
+                "train_accuracy": rec.get("train_accuracy"),
+                "test_accuracy": rec["test_accuracy"],
+            }
+    return [rows[k] for k in sorted(rows)]
 
 
 # --------------------------------------------------------------------------- analysis
@@ -332,6 +370,8 @@ def performance_table(
     ``sim_before``/``sim_after``: Pearson r between the train and the test
     split's label distance vectors (last layer) at step 0 / the last step.
     ``fell`` is True when the mean MLP accuracy after is below before.
+    ``head_beats_probe``: the fine-tuned head's test accuracy is above the
+    untuned model's MLP probe (mean over seeds; the probe's best grid point).
     """
     rows = []
     for t in tasks:
@@ -346,6 +386,8 @@ def performance_table(
             row["fell"] = bool(a["mean"] < b["mean"])
         if f is not None:
             row["head_test_accuracy"] = f["head_test_accuracy"]
+            if b is not None and f["head_test_accuracy"] is not None:
+                row["head_beats_probe"] = bool(f["head_test_accuracy"] > b["mean"])
         g = geos.get(t)
         if g is not None and g.steps:
             last = g.last_layer
@@ -354,6 +396,34 @@ def performance_table(
                 row[name] = similarity(tr, te) if tr is not None and te is not None else None
         rows.append(row)
     return rows
+
+
+def head_check(perf: list[dict]) -> str | None:
+    """The report's first line: did every fine-tuned head beat the untuned model's probe?
+
+    None when no task has both numbers yet. Otherwise one sentence naming the
+    tasks whose head's test accuracy is not above the untuned model's MLP
+    probe (mean over seeds), or stating that every head beat it.
+    """
+    rows = [r for r in perf if "head_beats_probe" in r]
+    if not rows:
+        return None
+    failed = [r for r in rows if not r["head_beats_probe"]]
+    if not failed:
+        return (
+            f"Every fine-tuned head beat the untuned model's MLP probe on its task "
+            f"({_count_phrase(len(rows), len(rows))})."
+        )
+    named = ", ".join(
+        f"{_title(r['task'])} (head {_fmt(r['head_test_accuracy'])}, untuned probe "
+        f"{_fmt(r['mlp_before_mean'])})"
+        for r in failed
+    )
+    return (
+        f"**Warning: the fine-tuned head did not beat the untuned model's MLP probe on "
+        f"{_count_phrase(len(failed), len(rows))}: {named}. Those models did not learn their "
+        "task; their findings below do not describe models fine-tuned to convergence.**"
+    )
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -567,6 +637,9 @@ def build_report(study_dir: str | Path) -> Path:
     # ---- header
     machine = plan.get("machine", {})
     md.append(f"# How fine-tuning changed {plan['model']}\n")
+    check = head_check(perf)
+    if check is not None:
+        md.append(check + "\n")
     md.append(
         f"Study `{plan['preset']}` preset, tasks {', '.join(_title(t) for t in tasks)}; "
         f"started {plan.get('created', '?')} on {machine.get('platform', '?')} "
@@ -613,20 +686,23 @@ def build_report(study_dir: str | Path) -> Path:
                 else "missing"
             )
 
+        beats = r.get("head_beats_probe")
         rows2.append(
             [
                 _title(r["task"]),
                 acc("mlp_before"),
+                r.get("head_test_accuracy"),
+                "yes" if beats else ("**no**" if beats is False else "n/a"),
                 acc("mlp_after"),
                 "**fell**" if r.get("fell") else ("" if "fell" in r else "n/a"),
-                r.get("head_test_accuracy"),
                 r.get("sim_before"),
                 r.get("sim_after"),
             ]
         )
     md.append(
         _md_table(
-            ["task", "MLP before", "MLP after", "flag", "head acc", "sim before", "sim after"],
+            ["task", "MLP before", "head acc", "head > MLP before", "MLP after", "flag",
+             "sim before", "sim after"],
             rows2,
         )
     )
@@ -640,6 +716,7 @@ def build_report(study_dir: str | Path) -> Path:
             "mlp_after_std",
             "fell",
             "head_test_accuracy",
+            "head_beats_probe",
             "sim_before",
             "sim_after",
         ],
@@ -652,6 +729,7 @@ def build_report(study_dir: str | Path) -> Path:
                 r.get("mlp_after_std"),
                 r.get("fell"),
                 r.get("head_test_accuracy"),
+                r.get("head_beats_probe"),
                 r.get("sim_before"),
                 r.get("sim_after"),
             ]
@@ -663,6 +741,64 @@ def build_report(study_dir: str | Path) -> Path:
         for k in (f"mlp_{t}_before", f"mlp_{t}_after", f"finetune_{t}"):
             if k not in units:
                 missing.append(k)
+
+    # ---- the head's learning curve
+    md.append("## The head's learning curve\n")
+    curves = {
+        t: read_metrics(d / "runs" / t / "metrics.jsonl")
+        for t in tasks
+        if f"finetune_{t}" in units and (d / "runs" / t / "metrics.jsonl").exists()
+    }
+    curves = {t: c for t, c in curves.items() if c}
+    if curves:
+        md.append(
+            "Training loss (mean over the optimizer steps since the previous probe) and the "
+            "head's test accuracy at every probed step; the dashed line is the untuned "
+            "model's MLP probe.\n"
+        )
+        rows_c = [
+            [_title(t), str(c["step"]), c["train_loss"], c["train_accuracy"], c["test_accuracy"]]
+            for t, cs in curves.items()
+            for c in cs
+        ]
+        md.append(
+            _md_table(["task", "step", "train loss", "train acc", "test acc"], rows_c)
+        )
+        _write_csv(
+            d / "tables" / "head_curve.csv",
+            ["task", "step", "epoch", "train_loss", "train_accuracy", "test_accuracy"],
+            [
+                [t, c["step"], c["epoch"], c["train_loss"], c["train_accuracy"],
+                 c["test_accuracy"]]
+                for t, cs in curves.items()
+                for c in cs
+            ],
+        )
+        probe_before = {r["task"]: r.get("mlp_before_mean") for r in perf}
+        fig, axes = plt.subplots(2, len(curves), figsize=(3.0 * len(curves), 4.6),
+                                 squeeze=False)
+        for k, (t, cs) in enumerate(curves.items()):
+            ax_l, ax_a = axes[0][k], axes[1][k]
+            pts = [(c["step"], c["train_loss"]) for c in cs if c["train_loss"] is not None]
+            if pts:
+                ax_l.plot(*zip(*pts), marker="o", ms=3)
+            ax_l.set_title(_title(t), fontsize=9)
+            ax_a.plot([c["step"] for c in cs], [c["test_accuracy"] for c in cs], marker="o",
+                      ms=3, label="head, test")
+            if probe_before.get(t) is not None:
+                ax_a.axhline(probe_before[t], ls="--", color="0.4", lw=1,
+                             label="untuned MLP probe")
+            ax_a.set_ylim(0, 1)
+            ax_a.set_xlabel("step", fontsize=8)
+            for ax in (ax_l, ax_a):
+                ax.tick_params(labelsize=7)
+        axes[0][0].set_ylabel("train loss", fontsize=8)
+        axes[1][0].set_ylabel("test accuracy", fontsize=8)
+        axes[1][0].legend(fontsize=6)
+        _savefig(fig, d / "figures" / "fig_head_curve.png")
+        md.append("\n![head learning curve](figures/fig_head_curve.png)\n")
+    else:
+        md.append("No fine-tuning run has finished yet.\n")
 
     # ---- Tables 3-4
     md.append("## Linearity: DirectProbe clusters per layer (Tables 3-4)\n")
@@ -913,6 +1049,8 @@ def build_report(study_dir: str | Path) -> Path:
     results = {
         "plan": plan,
         "performance": perf,
+        "head_check": check,
+        "head_curves": curves,
         "clusters": clusters,
         "cross_task": cross,
         "label_dynamics": {t: {k: v for k, v in dyn.items()} for t, dyn in dynamics.items()},

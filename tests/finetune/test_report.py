@@ -21,6 +21,7 @@ from finetune.report import (
     min_distance_gains,
     pca2,
     read_geometry,
+    read_metrics,
     similarity,
 )
 
@@ -231,6 +232,13 @@ def _write_study(d, *, with_after=True):
                     }
                 )
     (run / "geometry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    metrics = [
+        {"record": "metrics", "step": 0, "epoch": 0, "train_accuracy": 0.1,
+         "test_accuracy": 0.12, "train_loss": None},
+        {"record": "metrics", "step": 10, "epoch": 1, "train_accuracy": 0.8,
+         "test_accuracy": 0.7, "train_loss": 0.9},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
     return d
 
 
@@ -260,6 +268,53 @@ def test_build_report_on_a_handmade_study(tmp_path):
         "fig5_displacement_pos.png",
     ):
         assert (d / "figures" / f).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_opens_with_the_heads_that_missed_the_untuned_probe(tmp_path):
+    # head 0.7 against the untuned probe's 0.8: the first lines say so
+    d = _write_study(tmp_path / "s")
+    lines = build_report(d).read_text().splitlines()
+    assert lines[0].startswith("# How fine-tuning changed")
+    assert lines[2] == (
+        "**Warning: the fine-tuned head did not beat the untuned model's MLP probe on 1 of 1 "
+        "task: POS (head 0.700, untuned probe 0.800). Those models did not learn their task; "
+        "their findings below do not describe models fine-tuned to convergence.**"
+    )
+    results = json.loads((d / "results.json").read_text())
+    assert results["performance"][0]["head_beats_probe"] is False
+    # a head above the probe: no warning
+    unit = json.loads((d / "units" / "finetune_pos.json").read_text())
+    unit["head_test_accuracy"] = 0.85
+    (d / "units" / "finetune_pos.json").write_text(json.dumps(unit))
+    lines = build_report(d).read_text().splitlines()
+    assert lines[2] == (
+        "Every fine-tuned head beat the untuned model's MLP probe on its task (1 of 1 task)."
+    )
+    assert "| POS | 0.800 +- 0.010 | 0.850 | yes |" in "\n".join(lines)
+
+
+def test_report_has_the_heads_learning_curve(tmp_path):
+    d = _write_study(tmp_path / "s")
+    report = build_report(d).read_text()
+    assert "## The head's learning curve" in report
+    assert "| POS | 0 | n/a | 0.100 | 0.120 |" in report
+    assert "| POS | 10 | 0.900 | 0.800 | 0.700 |" in report
+    assert (d / "figures" / "fig_head_curve.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (d / "tables" / "head_curve.csv").read_text().splitlines()
+    assert rows == ["task,step,epoch,train_loss,train_accuracy,test_accuracy",
+                    "pos,0,0,,0.1,0.12", "pos,10,1,0.9,0.8,0.7"]
+    curve = json.loads((d / "results.json").read_text())["head_curves"]["pos"]
+    assert [c["test_accuracy"] for c in curve] == [0.12, 0.7]
+
+
+def test_read_metrics_orders_steps_and_names_bad_lines(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"record":"metrics","step":5,"test_accuracy":0.5}\n'
+                 '{"record":"metrics","step":0,"test_accuracy":0.1}\n')
+    assert [r["step"] for r in read_metrics(p)] == [0, 5]
+    p.write_text('{"record":"metrics","step":0,"test_accuracy":0.1}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(p)
 
 
 def test_build_report_with_a_missing_mlp_unit(tmp_path):

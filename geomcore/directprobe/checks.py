@@ -47,6 +47,10 @@ class Decision(NamedTuple):
       for the pair (A, B) = (sets[pairs[i, 0]], sets[pairs[i, 1]]); rows of
       overlapping or skipped pairs are meaningless. ``w`` may be None.
     n_escalated: pairs decided by the exact LP.
+    supports: optional, per pair, the points that decided it as ``(ia, a, ib,
+      b)`` (indices into the pair's two sets and convex weights; None where
+      unknown): the engine's nearest points or overlap witness, used to
+      warm-start the next decision of a grown pair.
     """
 
     overlap: np.ndarray
@@ -54,6 +58,7 @@ class Decision(NamedTuple):
     w: np.ndarray | None
     b: np.ndarray | None
     n_escalated: int
+    supports: tuple | None = None
 
 
 Decider = Callable[[Sequence[np.ndarray], np.ndarray, bool], Decision]
@@ -64,9 +69,11 @@ def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
     from geomcore.results import Status
     from geomcore.solvers.router import solve_pairs
 
-    def decide(sets, pairs, any_only):
+    def decide(sets, pairs, any_only, warm=None):
         try:
-            res = solve_pairs(sets, pairs, mode="decide", tol=tol, rtol=rtol, any_only=any_only)
+            res = solve_pairs(
+                sets, pairs, mode="decide", tol=tol, rtol=rtol, any_only=any_only, warm=warm
+            )
         except RuntimeError as exc:
             logger.warning(
                 "the hull engine failed on a batch of %d pairs (%s); deciding them one by one",
@@ -83,6 +90,7 @@ def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
             w=np.asarray(res.w, dtype=np.float64),
             b=np.asarray(res.b, dtype=np.float64),
             n_escalated=int(res.n_escalated),
+            supports=res.supports,
         )
 
     def _one_by_one(sets, pairs, any_only):
@@ -119,6 +127,7 @@ def engine_decider(tol: float = 1e-6, rtol: float = 1e-4) -> Decider:
                     break
         return Decision(overlap, skipped, W, b, n_esc)
 
+    decide.accepts_warm = True
     return decide
 
 
@@ -204,6 +213,7 @@ class Counters:
     rooted: int = 0
     centroid: int = 0
     pooled: int = 0
+    warm: int = 0
 
 
 class Certifier:
@@ -219,6 +229,13 @@ class Certifier:
         self.decide = decide
         self.c = counters
         self.planes: dict[tuple[int, int], tuple[np.ndarray, float, float]] = {}
+        # The engine's nearest points of separable pairs, in point indices:
+        # ``(p, q) -> (ip, wp, iq, wq)``. When p grows into a union that its
+        # cached hyperplane no longer separates from q, they warm-start the
+        # union's solve (the grown pair's nearest points are mostly the old
+        # ones, so the solve rebuilds them instead of searching from the
+        # centroid direction).
+        self.supports: dict[tuple[int, int], tuple] = {}
         self.by_id: dict[int, set] = {}
         diam = np.ptp(forest.X, axis=0) if forest.X.shape[0] else np.zeros(1)
         self.scale = float(np.linalg.norm(diam)) or 1.0
@@ -266,13 +283,64 @@ class Certifier:
         self.by_id.setdefault(hi, set()).add(key)
 
     def forget(self, k: int) -> None:
-        """Drop the hyperplanes of a cluster that is no longer active."""
+        """Drop the hyperplanes and supports of a cluster that is no longer active."""
         for key in self.by_id.pop(k, ()):
             self.planes.pop(key, None)
+            self.supports.pop(key, None)
             other = key[1] if key[0] == k else key[0]
             s = self.by_id.get(other)
             if s is not None:
                 s.discard(key)
+
+    # -- supports (warm starts) ---------------------------------------------
+    def _put_support(self, p: int, q: int, sup) -> None:
+        key = (p, q)
+        self.supports[key] = sup
+        self.by_id.setdefault(p, set()).add(key)
+        self.by_id.setdefault(q, set()).add(key)
+
+    def _support_of(self, part: int, k: int):
+        """The stored support of (part, k) as (points of part, weights, points of k, weights)."""
+        sup = self.supports.get((part, k))
+        if sup is not None:
+            return sup
+        sup = self.supports.get((k, part))
+        if sup is not None:
+            return sup[2], sup[3], sup[0], sup[1]
+        return None
+
+    def _inherit(self, u: int, a: int, b: int, ks: Sequence[int]) -> None:
+        """Give the union u = a U b the stored supports of its parts (the bigger first)."""
+        big, small = (a, b) if self.f.size(a) >= self.f.size(b) else (b, a)
+        for k in ks:
+            if (u, k) in self.supports or (k, u) in self.supports:
+                continue
+            sup = self._support_of(big, k)
+            if sup is None:
+                sup = self._support_of(small, k)
+            if sup is not None:
+                self._put_support(u, k, sup)
+
+    def _warm(self, left: Sequence[int], right: Sequence[int]) -> list:
+        """Warm starts ``(ia, a, ib, b)`` (positions in the members) of pairs, or None."""
+        out = []
+        for p, q in zip(left, right):
+            sup = self._support_of(p, q)
+            if sup is None:
+                out.append(None)
+                continue
+            gp, wp, gq, wq = sup
+            mp, mq = self.f.members[p], self.f.members[q]
+            ip, iq = np.searchsorted(mp, gp), np.searchsorted(mq, gq)
+            # Supports only ever move to supersets; a stale one is not used.
+            if (
+                ip.size and iq.size and ip.max() < mp.size and iq.max() < mq.size
+                and np.array_equal(mp[ip], gp) and np.array_equal(mq[iq], gq)
+            ):
+                out.append((ip, wp, iq, wq))
+            else:
+                out.append(None)
+        return out
 
     def _from_cache(self, u: int, part: int, rest: int, c: int) -> bool:
         """Try the hyperplane of (part, c) on u = part U rest; store (u, c) if it holds."""
@@ -454,7 +522,12 @@ class Certifier:
         pos = {k: i for i, k in enumerate(uniq)}
         sets = [self.f.X[self.f.members[k]] for k in uniq]
         pairs = np.array([[pos[a], pos[b]] for a, b in zip(left, right)], dtype=np.int64)
-        res = self.decide(sets, pairs, any_only)
+        if getattr(self.decide, "accepts_warm", False):
+            warm = self._warm(left, right)
+            self.c.warm += sum(w is not None for w in warm)
+            res = self.decide(sets, pairs, any_only, warm=warm if any(warm) else None)
+        else:
+            res = self.decide(sets, pairs, any_only)
         self.c.engine_calls += 1
         self.c.engine_pairs += int((~res.skipped).sum())
         self.c.escalated += res.n_escalated
@@ -468,6 +541,18 @@ class Certifier:
                 if float(sb.max()) < float(sa.min()):
                     self._put(b, a, w, float(sb.max()), float(sa.min()))
                     self._pool_add(a, b, w)
+        if res.supports is not None:
+            cap = 2 * self.f.X.shape[1] + 64  # not the whole-set supports of round 0
+            for i in np.flatnonzero(~res.overlap & ~res.skipped):
+                sup = res.supports[i]
+                if sup is None or sup[0].size + sup[2].size > cap:
+                    continue
+                ia, wa, ib, wb = sup
+                a, b = left[i], right[i]
+                self._put_support(
+                    a, b, (self.f.members[a][ia], np.asarray(wa), self.f.members[b][ib],
+                           np.asarray(wb))
+                )
         return res.overlap
 
     # -- the questions the clustering asks ---------------------------------
@@ -484,6 +569,7 @@ class Certifier:
             return False
         apart = self.spheres_apart(u, others)
         self.c.sphere += int(apart.sum())
+        self._inherit(u, a, b, [k for k, ok in zip(others, apart) if not ok])
         left = []
         # Re-verify the bigger part's hyperplane first: only the smaller part's
         # points need scoring.

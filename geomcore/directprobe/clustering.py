@@ -365,6 +365,7 @@ def _build_probe(run, X, uniq, y, final, conflicts) -> Probe:
         n_rooted=c.rooted,
         n_centroid=c.centroid,
         n_pooled=c.pooled,
+        n_warm=c.warm,
     )
     return Probe(
         X=X,

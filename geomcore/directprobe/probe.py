@@ -34,6 +34,8 @@ class ProbeStats:
       unchecked run that were decided separable.
     n_centroid: pairs certified by the direction between their centroids.
     n_pooled: pairs certified by a recent solver hyperplane of the same labels.
+    n_warm: engine pairs started from the nearest points of an earlier
+      decision (a part of the union against the same cluster).
     """
 
     n_checks: int
@@ -47,6 +49,7 @@ class ProbeStats:
     n_rooted: int = 0
     n_centroid: int = 0
     n_pooled: int = 0
+    n_warm: int = 0
 
 
 @dataclass(frozen=True, eq=False)

@@ -49,6 +49,20 @@ def test_same_clusters_as_reference_on_random_inputs(seed):
         _same_partition(directprobe(X, y, decider="lp"), ref_of, ref_lab)
 
 
+def test_warm_started_decisions_give_the_reference_clusters():
+    """Grown clusters near another label's cluster are decided from the nearest
+    points of their part's earlier decision (warm starts): the partition must
+    still be the slow reference's (one HiGHS LP per check)."""
+    rng = np.random.default_rng(7)
+    n, d, L = 80, 6, 3
+    y = rng.integers(0, L, n)
+    X = rng.normal(size=(n, d)) * 0.9 + 1.2 * rng.normal(size=(L, d))[y]
+    ref_of, ref_lab = reference_directprobe(X, y)
+    fast = directprobe(X, y)
+    assert fast.stats.n_warm > 0  # the case exercises the warm starts
+    _same_partition(fast, ref_of, ref_lab)
+
+
 def _real_subset(loader, per_class: int, n_features: int):
     """A deterministic subset of a real scikit-learn dataset, standardized."""
     data = loader()

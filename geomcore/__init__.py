@@ -28,7 +28,13 @@ from geomcore.distances import (
     point_hull_distances,
 )
 from geomcore.estimators import HardMarginSVC
+from geomcore.multiprocess import (
+    distributed_hull_distances,
+    distributed_label_distances,
+    distributed_overlaps,
+)
 from geomcore.mlp import MLPConfig, MLPGrid, MLPProbe, MLPProbeResult, mlp_probe
+from geomcore.probe_many import probe_many
 from geomcore.results import HullResult, HullResults, Status
 
 __all__ = [
@@ -48,6 +54,9 @@ __all__ = [
     "cluster_pair_distances",
     "directprobe",
     "distance_vector",
+    "distributed_hull_distances",
+    "distributed_label_distances",
+    "distributed_overlaps",
     "hull_distance",
     "hull_distances",
     "inside_distances",
@@ -60,6 +69,7 @@ __all__ = [
     "overlaps",
     "pearson_r",
     "point_hull_distances",
+    "probe_many",
     "spatial_similarity",
 ]
 __version__ = "0.1.0"

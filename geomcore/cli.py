@@ -1,4 +1,4 @@
-"""The ``geomcore`` command line: ``probe``, ``distances`` and ``compare``.
+"""The ``geomcore`` command line: ``probe``, ``probe-many``, ``distances`` and ``compare``.
 
 ``main(argv)`` returns the exit status: 0 on success, 2 for bad input (one line
 ``geomcore: error: ...`` on stderr, no traceback), 130 when interrupted.
@@ -60,6 +60,7 @@ nearest cluster. No classifier is trained.
 
 commands:
   probe       cluster a training set, measure it, optionally predict a test set
+  probe-many  many probe jobs from a manifest, one after another or as Ray tasks
   distances   only the label-to-label hull distance matrix (fast)
   compare     Pearson similarity of two results' label distance vectors
 
@@ -113,6 +114,22 @@ Overlapping label pairs get distance 0 and are reported.
 output: the matrix printed as a table, or --out FILE.json (same keys as
 results.json: labels, label_distances, distance_vector, ...; usable by `compare`)
 or --out FILE.csv (the matrix with a header row and a label column).
+"""
+
+PROBE_MANY_DESC = """\
+Run many `geomcore probe` jobs listed in MANIFEST, here one after another or on a
+Ray cluster (--executor ray; jobs run at once, each asking for --cpus-per-job).
+
+MANIFEST: JSON lines, one job per line (blank lines and # comments skipped):
+  {"name": "pos_L6", "train": "X.npy", "train_labels": "y.txt",
+   "test": "P.npy", "test_labels": "t.txt"}
+keys: name (letters, digits, . _ -; unique), train, train_labels, optional
+test + test_labels, optional label_set; relative paths are relative to the
+manifest's folder; file formats as in `geomcore probe --help`.
+
+output in --out DIR: DIR/<name>/ holds each job's `geomcore probe` files;
+DIR/summary.csv and DIR/summary.json one row per job (written when all jobs
+finished). A job already finished with the same inputs is not recomputed.
 """
 
 COMPARE_DESC = """\
@@ -184,6 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser(
+        "probe-many",
+        help="many probe jobs from a manifest (locally or on a Ray cluster)",
+        description=PROBE_MANY_DESC,
+        formatter_class=fmt,
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="JSON-lines file, one job per line")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default) or ray (needs the cluster extra)")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="with --executor ray: a running cluster (HOST:PORT or auto); default "
+                   "$RAY_ADDRESS, else a new local cluster")
+    p.add_argument("--cpus-per-job", type=float, default=1.0, metavar="N",
+                   help="with --executor ray: CPUs each job asks for (default 1)")
+    p.add_argument("--tol", type=float, default=1e-6, help="as in probe (default 1e-6)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="as in probe (default 1e-4)")
+    p.add_argument("--force", action="store_true", help="recompute finished jobs too")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_probe_many)
 
     p = sub.add_parser(
         "distances",
@@ -590,6 +628,26 @@ def _stats_dict(stats: Any) -> dict | None:
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     return run_probe(args)
+
+
+def _cmd_probe_many(args: argparse.Namespace) -> int:
+    from geomcore.executors import JobsFailed
+    from geomcore.probe_many import probe_many
+
+    def done(name: str, _: Any) -> None:
+        if not args.quiet:
+            print(f"job {name}: done", flush=True)
+
+    try:
+        rows = probe_many(args.manifest, args.out, executor=args.executor,
+                          ray_address=args.ray_address, tol=args.tol, rtol=args.rtol,
+                          force=args.force, cpus_per_job=args.cpus_per_job, on_done=done)
+    except JobsFailed as exc:
+        print(f"geomcore: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {args.out}/summary.csv and summary.json ({len(rows)} jobs)")
+    return 0
 
 
 # ---------------------------------------------------------------- distances

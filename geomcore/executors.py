@@ -169,12 +169,12 @@ class RayExecutor:
 
     def _connect(self) -> None:
         ray = self.ray
-        if ray.is_initialized():
-            return
         if self.address is not None and self.address != "auto" and not self.address.startswith(
             "ray://"
         ):
             _check_reachable(self.address, self.connect_timeout)
+        if ray.is_initialized():
+            return
         try:
             ray.init(address=self.address, log_to_driver=False, include_dashboard=False,
                      configure_logging=False)

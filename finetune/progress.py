@@ -195,9 +195,11 @@ class ProgressLine:
         self._write(force=False)
 
     def end(self, name: str) -> None:
-        """``name`` finished (also for a unit found done, which counts as before-session)."""
+        """``name`` finished in this session (a second call for it prints nothing)."""
         if name not in self.weights:
             raise ValueError(f"unit {name!r} is not in the plan.")
+        if name in self.done and self.current != name:
+            return  # ended before: nothing new to say
         if name not in self.done:
             self.done.add(name)
             self._session += self.weights[name]

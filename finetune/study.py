@@ -156,6 +156,34 @@ PAPER = Preset(name="paper", n_probes=10)
 
 PRESETS = {p.name: p for p in (SMOKE, QUICK, PAPER)}
 
+# The study's progress line: at most one line per this many seconds in a log.
+PROGRESS_INTERVAL = 20.0
+
+# Training examples per task in the full corpora (finetune.tasks), for the
+# progress line's weights only.
+_FULL_TRAIN = {"pos": 16858, "dep": 16058, "ps-role": 433, "ps-fxn": 433, "trec50": 5452}
+# Rough seconds per training example on 2 CPU cores, per unit kind (the
+# progress line's weights only; a wrong guess changes the estimate of the
+# time left, nothing else): fine-tuning per example and epoch, one MLP grid,
+# DirectProbe on all layers.
+_SECONDS_PER_EXAMPLE = {"finetune": 0.05, "mlp": 0.02, "clusters": 0.02}
+
+
+def unit_weight(plan: StudyPlan, unit: str) -> float:
+    """A unit's expected cost in rough seconds (the progress line's estimate of time left)."""
+    kind, _, rest = unit.partition("_")
+    if kind == "cross":
+        return 10.0
+    task = rest.rpartition("_")[0] if kind in ("mlp", "clusters") else rest
+    n = _FULL_TRAIN.get(task, 1000)
+    cap = plan.preset.max_train_examples.get(task)
+    n = n if cap is None else min(n, cap)
+    if kind == "clusters" and plan.preset.directprobe_max_points is not None:
+        n = min(n, plan.preset.directprobe_max_points)
+    if kind == "finetune":
+        return max(1.0, _SECONDS_PER_EXAMPLE[kind] * n * (plan.preset.epochs or 10))
+    return max(1.0, _SECONDS_PER_EXAMPLE.get(kind, 0.02) * n)
+
 
 @dataclass(frozen=True)
 class StudyPlan:
@@ -251,6 +279,9 @@ class _Units:
     def __init__(self, out: Path) -> None:
         self.dir = out / "units"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The study's progress line (finetune.progress.ProgressLine) while the
+        # driver runs units in this process; None elsewhere (a Ray worker).
+        self.line: Any = None
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.json"
@@ -265,12 +296,21 @@ class _Units:
         if self.done(name):
             logger.info("unit %s: done earlier, skipped", name)
             return self.load(name)
+        if self.line is not None:
+            self.line.begin(name)
         t0 = time.perf_counter()
         rec = compute()
         rec["seconds"] = time.perf_counter() - t0
         write_json(self.path(name), rec)
         logger.info("unit %s: %.1f s", name, rec["seconds"])
+        if self.line is not None:
+            self.line.end(name)
         return rec
+
+    def update(self, fraction: float, detail: str) -> None:
+        """How far the running unit is (shown on the progress line, if any)."""
+        if self.line is not None and self.line.current is not None:
+            self.line.update(fraction, detail)
 
 
 def _mlp_record(res: Any) -> dict[str, Any]:
@@ -356,7 +396,16 @@ class StudyRunner:
     def embeddings(self, model: tuple[Any, Any], task: str, *, all_layers: bool) -> _Embeddings:
         train, test = self.data(task)
         return _Embeddings(model[0], model[1], train, test, batch_size=self.plan.preset.batch_size,
-                           progress=self.progress, device=self.device, all_layers=all_layers)
+                           progress=self.bars, device=self.device, all_layers=all_layers)
+
+    @property
+    def bars(self) -> bool:
+        """Progress bars of the inner stages (embedding, MLP grid, DirectProbe, training).
+
+        Off while the study's own progress line is shown: one line for the
+        whole study (finetune.progress), nothing else redrawn.
+        """
+        return self.progress and self.units.line is None
 
     # ------------------------------------------------------------------ units
     def _mlp(self, task: str, stage: str, emb: _Embeddings) -> dict[str, Any]:
@@ -367,7 +416,7 @@ class StudyRunner:
         res = geomcore.mlp_probe(
             emb.train_last, np.asarray(train.labels), emb.test_last, np.asarray(test.labels),
             hidden_sizes=p.mlp_hidden_sizes, alphas=p.mlp_alphas, n_seeds=p.mlp_seeds,
-            max_iter=p.mlp_max_iter, seed=self.plan.seed, progress=self.progress,
+            max_iter=p.mlp_max_iter, seed=self.plan.seed, progress=self.bars,
         )
         rec = {"unit": "mlp", "task": task, "stage": stage, "layer": emb.last,
                "n_train": int(train.n_examples), "n_test": int(test.n_examples)}
@@ -384,11 +433,13 @@ class StudyRunner:
         y = np.asarray(train.labels)[:cap]
         counts, secs = [], []
         for layer, X in enumerate(tqdm(emb.train_layers, desc=f"DirectProbe {task} {stage}",
-                                       disable=not self.progress, leave=False)):
+                                       disable=not self.bars, leave=False)):
             t0 = time.perf_counter()
             probe = geomcore.directprobe(X[:cap], y)
             counts.append(int(probe.n_clusters))
             secs.append(time.perf_counter() - t0)
+            n = len(emb.train_layers)
+            self.units.update((layer + 1) / n, f"layer {layer + 1}/{n} done")
         return {"unit": "clusters", "task": task, "stage": stage,
                 "n_labels": int(np.unique(y).size), "n_points": int(y.size),
                 "layers": list(range(len(counts))), "n_clusters": counts, "seconds_per_layer": secs}
@@ -412,9 +463,10 @@ class StudyRunner:
             probe_every=probe_every, save_every=probe_every,
             max_train_examples=p.max_train_examples.get(task),
             max_test_examples=p.max_test_examples.get(task),
-            device=self.device, progress=self.progress,
+            device=self.device, progress=self.bars,
         )
-        res = train_run(config)
+        res = train_run(config, on_step=lambda s, n, loss: self.units.update(
+            s / n, f"step {s}/{n} loss {loss:.3f}"))
         if not res.completed or not (config.out_dir / "model" / "head.json").exists():
             raise RuntimeError(
                 f"fine-tuning {task} stopped at step {res.step} of {res.total_steps} "
@@ -447,7 +499,7 @@ class StudyRunner:
         res = geomcore.mlp_probe(
             emb.train_last, y, emb.test_last, np.asarray(test.labels),
             hidden_sizes=p.mlp_hidden_sizes, alphas=p.mlp_alphas, n_seeds=p.mlp_seeds,
-            max_iter=p.mlp_max_iter, seed=self.plan.seed, progress=self.progress,
+            max_iter=p.mlp_max_iter, seed=self.plan.seed, progress=self.bars,
         )
         return {"unit": "cross", "source": source, "target": CROSS_TARGET, "layer": emb.last,
                 "labels": names, "min_distance": md, "mlp": _mlp_record(res)}
@@ -510,17 +562,23 @@ class StudyRunner:
     def run(self, executor: Any = None) -> Path:
         """Run the missing units (``executor``: None = here, one after another, or a
         :mod:`geomcore.executors` executor), then build the report."""
-        from tqdm.auto import tqdm
-
+        from finetune.progress import ProgressLine
         from geomcore.executors import Job, LocalExecutor
 
         executor = LocalExecutor() if executor is None else executor
-        total = len(unit_names(self.plan.tasks))
-        done = sum(self.units.done(u) for u in unit_names(self.plan.tasks))
-        bar = tqdm(total=total, initial=done, desc="study", unit="unit",
-                   disable=not self.progress)
+        names = unit_names(self.plan.tasks)
+        line = None
+        if self.progress:
+            line = ProgressLine("study", [(u, unit_weight(self.plan, u)) for u in names],
+                                done=[u for u in names if self.units.done(u)],
+                                interval=PROGRESS_INTERVAL)
         todo = self.jobs()
-        sizes = {j: len(u) for j, u, _ in todo}
+        job_units = {j: u for j, u, _ in todo}
+
+        def on_done(job: str, _: Any) -> None:
+            for u in job_units[job]:  # units a worker finished (local ones ended already)
+                if line is not None and self.units.done(u):
+                    line.end(u)
         if isinstance(executor, LocalExecutor):
             jobs = [Job(j, functools.partial(self.run_job, j), d) for j, _, d in todo]
         else:
@@ -528,8 +586,13 @@ class StudyRunner:
             gpus = 1.0 if str(self.device).startswith("cuda") else 0.0
             jobs = [Job(j, functools.partial(_run_remote_job, spec, j), d,
                         num_cpus=self.cpus_per_unit, num_gpus=gpus) for j, _, d in todo]
-        executor.run(jobs, on_done=lambda name, _: bar.update(sizes[name]))
-        bar.close()
+        self.units.line = line if isinstance(executor, LocalExecutor) else None
+        try:
+            executor.run(jobs, on_done=on_done)
+        finally:
+            self.units.line = None
+            if line is not None:
+                line.close()
         from finetune.report import build_report
 
         return build_report(self.out)

@@ -7,8 +7,12 @@ resumes, and that another plan in the same directory is refused.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from tests.finetune.tiny import build_tiny_encoder
 
 TASKS = ("pos", "ps-role", "ps-fxn")
 HERE = Path(__file__).resolve().parent
+_LOG: dict[str, tuple[str, float]] = {}  # the study's stderr and wall time
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +47,14 @@ def study(tmp_path_factory, data_dir_module):
         str(data_dir_module),
         "--out",
         str(out),
-        "--no-progress",
     ]
-    assert main(argv) == 0
-    return out, argv
+    # Progress on, stderr a log (not a terminal): the study's line is in `err`.
+    err = io.StringIO()
+    t0 = time.monotonic()
+    with contextlib.redirect_stderr(err):
+        assert main(argv) == 0
+    _LOG["study"] = (err.getvalue(), time.monotonic() - t0)
+    return out, argv + ["--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +96,27 @@ def test_every_unit_is_written_with_sane_numbers(study):
             assert u["probe_steps"][0] == 0 and u["probe_steps"][-1] == u["total_steps"]
             assert 0.0 <= u["head_test_accuracy"] <= 1.0
             assert (out / u["run_dir"] / "model" / "head.json").exists()
+
+
+def test_progress_is_one_line_per_unit_in_a_log(study):
+    """No '\\r' updates in a log; a line per unit start and end, few in between."""
+    import finetune.study as st
+
+    text, wall = _LOG["study"]
+    assert "\r" not in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("study ")]
+    n = len(unit_names(TASKS))
+    assert len(lines) <= 2 * n + wall / st.PROGRESS_INTERVAL + 1
+    assert re.fullmatch(rf"study 0/{n} units \(0%\) \| mlp_pos_before \| elapsed \d+s \| left \?",
+                        lines[0])
+    assert re.fullmatch(rf"study {n}/{n} units \(100%\) \| elapsed \S+ \| left ~0s", lines[-1])
+    # every unit is named when it starts, in the order of the plan
+    unit = re.compile(r"study \d+/\d+ units \(\d+%\) \| ([a-z0-9-]+_[a-z0-9_-]+)(?::| \|)")
+    started = [m.group(1) for m in map(unit.match, lines) if m]
+    assert list(dict.fromkeys(started)) == unit_names(TASKS)
+    # units done counts up one by one
+    done = [int(re.match(r"study (\d+)/", ln).group(1)) for ln in lines]
+    assert done == sorted(done) and set(done) == set(range(n + 1))
 
 
 def test_cross_task_distances_match_the_geometry_log(study):

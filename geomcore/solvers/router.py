@@ -20,6 +20,7 @@ points, :mod:`certificates`) and reports the same statuses.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -171,6 +172,11 @@ def solve_pairs(
             params=params,
         )
         kw["progress"] = False
+        if mode == "decide":
+            # A pair the host rounds could not decide is a near-touching one
+            # whose corral is as large as it gets: more first-order iterations
+            # on the device path only delay the exact LP (and compile them).
+            kw["params"] = dataclasses.replace(params.device, lp_after=0)
     if rest.size:
         res = solve_device(
             sets, pairs[rest], warm=None if warm is None else [warm[k] for k in rest], **kw

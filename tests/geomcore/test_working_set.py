@@ -201,6 +201,12 @@ def test_pairs_over_budget_are_handed_on_and_still_exact(rng):
     tight = EngineParams(path="host", host=WorkingSetParams(start=4, grow=1, max_rounds=1))
     res = solve_pairs(sets, pairs, params=tight)
     _check(res, sets, pairs)
+    # Decisions handed on go straight to the exact LP: its answer is HiGHS'.
+    res = solve_pairs(sets, pairs, mode="decide", params=tight)
+    assert res.n_escalated == 2
+    for k, (i, j) in enumerate(pairs):
+        assert bool(res.separable[k]) == lp_separable(sets[i], sets[j])
+        assert res.iterations[k] < 50  # no device iterations before the LP
 
 
 def test_same_answer_on_one_thread_or_two_and_in_any_batch(rng):

@@ -88,6 +88,9 @@ class Preset:
         mapping uses all examples.
       epochs: fine-tuning epochs (None = the paper's: 10 for small, 3 for
         base-size models).
+      lr: AdamW's peak learning rate (the paper: 3e-5, set for BERT-base).
+      task_epochs / task_lr: per task, epochs and peak learning rate that
+        replace ``epochs`` / ``lr`` (a task absent from the mapping uses those).
       n_probes: probed steps after step 0 (K = ceil(total steps / n_probes)).
       batch_size: sentences per optimizer step (the paper: 32).
       mlp_hidden_sizes / mlp_alphas / mlp_seeds / mlp_max_iter: the MLP probe
@@ -101,6 +104,9 @@ class Preset:
     max_train_examples: dict[str, int | None] = field(default_factory=dict)
     max_test_examples: dict[str, int | None] = field(default_factory=dict)
     epochs: int | None = None
+    lr: float = 3e-5
+    task_epochs: dict[str, int] = field(default_factory=dict)
+    task_lr: dict[str, float] = field(default_factory=dict)
     n_probes: int = 4
     batch_size: int = 32
     mlp_hidden_sizes: tuple[int, ...] = (32, 64, 128, 256)
@@ -108,6 +114,29 @@ class Preset:
     mlp_seeds: int = 5
     mlp_max_iter: int = 1000
     directprobe_max_points: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_train_examples", "max_test_examples", "task_epochs", "task_lr"):
+            bad = sorted(set(getattr(self, name)) - set(ALL_TASKS))
+            if bad:
+                raise ValueError(f"preset {self.name!r}: {name} names unknown task(s) "
+                                 f"{', '.join(bad)}; known: {', '.join(ALL_TASKS)}.")
+        for t, e in {None: self.epochs, **self.task_epochs}.items():
+            if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+                raise ValueError(f"preset {self.name!r}: epochs{'' if t is None else f' of {t}'} "
+                                 f"must be a positive integer, got {e!r}.")
+        for t, lr in {None: self.lr, **self.task_lr}.items():
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+                raise ValueError(f"preset {self.name!r}: lr{'' if t is None else f' of {t}'} "
+                                 f"must be a positive number, got {lr!r}.")
+
+    def epochs_for(self, task: str, default: int) -> int:
+        """Fine-tuning epochs of ``task`` (``default``: the paper's for the model)."""
+        return self.task_epochs.get(task) or self.epochs or default
+
+    def lr_for(self, task: str) -> float:
+        """AdamW's peak learning rate for ``task``."""
+        return float(self.task_lr.get(task, self.lr))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -181,7 +210,7 @@ def unit_weight(plan: StudyPlan, unit: str) -> float:
     if kind == "clusters" and plan.preset.directprobe_max_points is not None:
         n = min(n, plan.preset.directprobe_max_points)
     if kind == "finetune":
-        return max(1.0, _SECONDS_PER_EXAMPLE[kind] * n * (plan.preset.epochs or 10))
+        return max(1.0, _SECONDS_PER_EXAMPLE[kind] * n * plan.preset.epochs_for(task, 10))
     return max(1.0, _SECONDS_PER_EXAMPLE.get(kind, 0.02) * n)
 
 
@@ -453,13 +482,14 @@ class StudyRunner:
         base = self.base_model()[0].config
         from finetune.config import default_epochs
 
-        epochs = p.epochs or default_epochs(base.num_hidden_layers, base.hidden_size)
+        epochs = p.epochs_for(task, default_epochs(base.num_hidden_layers, base.hidden_size))
         n_sent = int(np.unique(np.asarray(train.targets)[:, 0]).size)
         total = epochs * math.ceil(n_sent / p.batch_size)
         probe_every = max(1, math.ceil(total / p.n_probes))
         config = TrainConfig(
             task=task, out_dir=self.out / "runs" / task, model=self.plan.model,
-            data_dir=self.data_dir, epochs=epochs, batch_size=p.batch_size, seed=self.plan.seed,
+            data_dir=self.data_dir, epochs=epochs, batch_size=p.batch_size, lr=p.lr_for(task),
+            seed=self.plan.seed,
             probe_every=probe_every, save_every=probe_every,
             max_train_examples=p.max_train_examples.get(task),
             max_test_examples=p.max_test_examples.get(task),
@@ -478,7 +508,7 @@ class StudyRunner:
         return {
             "unit": "finetune", "task": task, "model": self.plan.model,
             "total_steps": int(res.total_steps), "steps_run": int(res.step),
-            "epochs": int(res.epochs),
+            "epochs": int(res.epochs), "lr": config.lr,
             "probe_every": probe_every, "probe_steps": steps,
             "n_train_examples": int(train.n_examples),
             "n_test_examples": int(self.data(task)[1].n_examples),

@@ -223,3 +223,18 @@ def test_unknown_task_is_refused(tmp_path, capsys, data_dir_module):
     ]
     assert main(argv) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_preset_per_task_schedule_and_validation():
+    from finetune.study import Preset
+
+    p = Preset(name="x", epochs=4, lr=1e-4, task_epochs={"dep": 6}, task_lr={"trec50": 5e-5})
+    assert p.epochs_for("dep", 10) == 6 and p.epochs_for("pos", 10) == 4
+    assert Preset(name="y").epochs_for("pos", 10) == 10  # the paper's default for the model
+    assert p.lr_for("trec50") == 5e-5 and p.lr_for("pos") == 1e-4
+    with pytest.raises(ValueError, match="unknown task.*nope"):
+        Preset(name="x", task_lr={"nope": 1e-4})
+    with pytest.raises(ValueError, match="epochs of dep must be a positive integer"):
+        Preset(name="x", task_epochs={"dep": 0})
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        Preset(name="x", lr=-1.0)

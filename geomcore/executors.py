@@ -187,6 +187,14 @@ class RayExecutor:
             ) -> dict[str, Any]:
         ray = self.ray
         jobs = _check_jobs(jobs)
+        have = ray.cluster_resources()
+        for job in jobs:  # a request the whole cluster cannot meet would wait forever
+            for key, need in (("CPU", job.num_cpus), ("GPU", job.num_gpus)):
+                if need > have.get(key, 0.0):
+                    raise ValueError(
+                        f"job {job.name} asks for {need:g} {key}(s) but the Ray cluster has "
+                        f"{have.get(key, 0.0):g} in all; lower the request or add nodes."
+                    )
         remote = ray.remote(_run_job)
         waiting = {j.name: j for j in jobs}
         running: dict[Any, str] = {}

@@ -189,3 +189,8 @@ def test_ray_equals_local(ray_cluster, manifest, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in on_ray.glob("job*/*")}
     assert probe_many(manifest, on_ray, executor="ray") == rows_local
     assert {p: p.stat().st_mtime_ns for p in on_ray.glob("job*/*")} == before
+
+
+def test_request_beyond_the_cluster_is_refused(ray_cluster, manifest, tmp_path):
+    with pytest.raises(ValueError, match="asks for 3 CPU"):
+        probe_many(manifest, tmp_path / "o", executor="ray", cpus_per_job=3)

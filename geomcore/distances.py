@@ -330,7 +330,7 @@ def point_hull_distances(
 
 
 def _point_hull_matrix(
-    P, hulls, *, tol, rtol, candidates=None, dtype=None, shard=None, progress=False
+    P, hulls, *, tol, rtol, candidates=None, dtype=None, shard=None, progress=False, params=None
 ):
     """(m, C) certified distances of P's rows to the hulls (nan off ``candidates``)
     and how many entries went to the working-set engine.
@@ -341,8 +341,15 @@ def _point_hull_matrix(
     """
     from geomcore.solvers.point_hull import point_hull_matrix
 
+    params = EngineParams() if params is None else params
     D, entries = point_hull_matrix(
-        P, hulls, tol=tol, rtol=rtol, candidates=candidates, progress=progress
+        P,
+        hulls,
+        tol=tol,
+        rtol=rtol,
+        candidates=candidates,
+        progress=progress,
+        shared_max=params.shared_max,
     )
     if entries.shape[0]:
         D[entries[:, 0], entries[:, 1]] = _engine_point_hull(

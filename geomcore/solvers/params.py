@@ -80,12 +80,17 @@ class EngineParams:
       the point-to-hull solver (which shares the hull's Gram among them).
     small_max: on the device path, pairs of at most this many points in all
       go to the batched small-pair solver.
+    shared_max: the point-to-hull solver shares a hull's Gram matrix among
+      the points for hulls of at most this many points; larger hulls take
+      per-point working sets (one iteration of the shared solver costs n^2
+      per point).
     host, device: the two paths' budgets.
     """
 
     path: str = "auto"
     points_per_hull: int = 8
     small_max: int = 256
+    shared_max: int = 256
     host: WorkingSetParams = field(default_factory=WorkingSetParams)
     device: DeviceParams = field(default_factory=DeviceParams)
 

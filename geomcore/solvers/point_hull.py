@@ -52,11 +52,18 @@ MAX_GRAM = 4096
 # per point) costs more than per-point working sets, whose supports hold a
 # few dozen members: hulls this large go to point_hull_ws_batch. (PUD POS
 # layer 6, 400 test points x 20 clusters: 256 -> 13.9 s, 512 -> 18.2 s.)
+# The default of the solvers' ``shared_max`` (``EngineParams.shared_max``).
 SHARED_MAX = 256
 
 
 def solve_point_hull(
-    P: np.ndarray, X: np.ndarray, *, tol: float, rtol: float, decide: bool = False
+    P: np.ndarray,
+    X: np.ndarray,
+    *,
+    tol: float,
+    rtol: float,
+    decide: bool = False,
+    shared_max: int = SHARED_MAX,
 ) -> "PointHullBatch":
     """Distances from every row of P to conv X, by whichever solver suits X's size.
 
@@ -65,10 +72,11 @@ def solve_point_hull(
     the pair engine's ``decide`` mode; its U is then a bound, not a certified
     distance. The centroid direction w = p - mean X is tried first, for all
     points in one product: it decides most points far from the hull at no
-    iteration cost.
+    iteration cost. Hulls of at most ``shared_max`` points share their Gram
+    matrix among the points; larger ones use per-point working sets.
     """
     if not decide:
-        if X.shape[0] <= SHARED_MAX:
+        if X.shape[0] <= shared_max:
             return point_hull_batch(P, X, tol=tol, rtol=rtol)
         return point_hull_ws_batch(P, X, tol=tol, rtol=rtol)
     P, X, Xc, Pc, scale = _frame(P, X)
@@ -77,7 +85,7 @@ def solve_point_hull(
     out = _result(L > 0, U, L, np.zeros(P.shape[0], np.int64), W, scale, tol)
     rest = np.flatnonzero(L <= 0)
     if rest.size:
-        solver = point_hull_batch if X.shape[0] <= SHARED_MAX else point_hull_ws_batch
+        solver = point_hull_batch if X.shape[0] <= shared_max else point_hull_ws_batch
         sub = solver(P[rest], X, tol=tol, rtol=rtol, decide=True)
         for f, v in zip(PointHullBatch._fields, sub):
             getattr(out, f)[rest] = v
@@ -455,6 +463,7 @@ def point_hull_matrix(
     max_iter: int = 3000,
     block: int = 1 << 22,
     progress: bool = False,
+    shared_max: int = SHARED_MAX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(m, C) distances from every row of P to every hull in ``sets``.
 
@@ -462,7 +471,7 @@ def point_hull_matrix(
     rest stay nan). Entries these solvers cannot certify within their budgets
     are nan and listed in
     the returned (k, 2) array of (point, set) indices for the general engine.
-    Hulls of at most SHARED_MAX points use the shared-Gram solver, larger ones
+    Hulls of at most ``shared_max`` points use the shared-Gram solver, larger ones
     per-point working sets (:func:`point_hull_ws_batch`).
     Test points are processed in chunks so the (n x chunk) iterates stay
     within ``block`` floats.
@@ -481,7 +490,7 @@ def point_hull_matrix(
         if rows.size == 0:
             continue
         X = np.asarray(sets[c], np.float64)
-        if X.shape[0] > SHARED_MAX:
+        if X.shape[0] > shared_max:
             out = point_hull_ws_batch(P[rows], X, tol=tol, rtol=rtol)
             D[rows, c] = out.distance
             bad = rows[~out.done]

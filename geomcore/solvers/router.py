@@ -122,7 +122,13 @@ def solve_pairs(
     if single.any():
         fast.update(
             _point_pairs(
-                sets, pairs, np.flatnonzero(single), tol=tol, rtol=rtol, decide=mode == "decide"
+                sets,
+                pairs,
+                np.flatnonzero(single),
+                tol=tol,
+                rtol=rtol,
+                decide=mode == "decide",
+                shared_max=params.shared_max,
             )
         )
     if small.any():
@@ -235,7 +241,9 @@ def _host(sets, pairs, rest, out, supports, warm, *, mode, tol, rtol, any_only, 
     return rest[rows].astype(np.int64), start
 
 
-def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide) -> dict:
+def _point_pairs(
+    sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide, shared_max
+) -> dict:
     """Pairs ``pairs[idx]`` (one side a single point), solved per hull.
 
     Returns {pair index: (distance, lower, upper, separable, w, b, iterations,
@@ -254,7 +262,7 @@ def _point_pairs(sets, pairs: np.ndarray, idx: np.ndarray, *, tol, rtol, decide)
     for hull, items in by_hull.items():
         X = sets[hull]
         P = np.concatenate([sets[p] for _, p, _ in items], axis=0)
-        res = solve_point_hull(P, X, tol=tol, rtol=rtol, decide=decide)
+        res = solve_point_hull(P, X, tol=tol, rtol=rtol, decide=decide, shared_max=shared_max)
         S = X @ res.w.T  # (n, m) scores of the hull on each pair's w = p - q
         sp = np.einsum("md,md->m", P, res.w)
         for r, (k, _, point_is_a) in enumerate(items):

@@ -15,6 +15,8 @@ import pytest
 import geomcore
 import geomcore.solvers.point_hull as ph
 from geomcore.directprobe.predict import nearest_clusters
+from geomcore.distances import _point_hull_matrix
+from geomcore.solvers.params import EngineParams
 from tests.ground_truth import lp_separable, point_box_distance, qp_distance
 
 
@@ -95,17 +97,18 @@ def test_working_set_budget_goes_to_the_engine(rng, monkeypatch):
     X = np.vstack([rng.normal(size=(40, 8)), rng.normal(size=(6, 8)) + 4])
     g = np.repeat([0, 1], [40, 6])
     P = rng.normal(size=(6, 8)) * 3
-    monkeypatch.setattr(ph, "SHARED_MAX", 10)
     real = ph.point_hull_ws_batch
     monkeypatch.setattr(
         ph, "point_hull_ws_batch", lambda P, X, **kw: real(P, X, k0=1, k_max=1, **kw)
     )
-    out = geomcore.point_hull_distances(P, X, g)
-    assert out.n_engine > 0
+    D, n_engine = _point_hull_matrix(
+        P, [X[g == 0], X[g == 1]], tol=1e-6, rtol=1e-4, params=EngineParams(shared_max=10)
+    )
+    assert n_engine > 0
     for i in range(6):
         for c in (0, 1):
             t = _truth(P[i], X[g == c])
-            assert abs(out.distances[i, c] - t) <= 1e-4 * t + 1e-9
+            assert abs(D[i, c] - t) <= 1e-4 * t + 1e-9
 
 
 def test_nearest_clusters_agrees_with_brute_force(rng):
@@ -170,14 +173,13 @@ def test_engine_pairs_with_a_single_point_side(rng, mode, route):
 
 
 @pytest.mark.parametrize("solver", ["shared", "working_sets"])
-def test_decide_mode_stops_at_the_decision_and_agrees_with_highs(rng, solver, monkeypatch):
+def test_decide_mode_stops_at_the_decision_and_agrees_with_highs(rng, solver):
     """``decide``: a point is done once it is inside (U <= tol * scale) or its
     slab separates it (L > 0). Decisions must match HiGHS; L > 0 must be a true
     lower bound (at most the QP distance) and U an upper one. Points far
     outside along the centroid direction are decided with 0 iterations, and
     deciding never costs more iterations than certifying the distance."""
-    if solver == "working_sets":
-        monkeypatch.setattr(ph, "SHARED_MAX", 10)
+    shared_max = 10 if solver == "working_sets" else ph.SHARED_MAX
     n, d = 80, 12
     X = rng.normal(size=(n, d)) * 2.0 + 5.0
     far = X.mean(0) + 50.0 * rng.normal(size=(4, d))
@@ -186,8 +188,8 @@ def test_decide_mode_stops_at_the_decision_and_agrees_with_highs(rng, solver, mo
     near = X[np.argmax(X @ np.ones(d))] + 1e-2 * np.ones(d)
     inside = rng.dirichlet(np.ones(n), size=3) @ X
     P = np.vstack([far, near[None], inside])
-    dec = ph.solve_point_hull(P, X, tol=1e-6, rtol=1e-6, decide=True)
-    full = ph.solve_point_hull(P, X, tol=1e-6, rtol=1e-6)
+    dec = ph.solve_point_hull(P, X, tol=1e-6, rtol=1e-6, decide=True, shared_max=shared_max)
+    full = ph.solve_point_hull(P, X, tol=1e-6, rtol=1e-6, shared_max=shared_max)
     assert dec.done.all() and full.done.all()
     for i, p in enumerate(P):
         outside = lp_separable(p[None], X)

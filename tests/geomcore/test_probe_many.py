@@ -194,3 +194,11 @@ def test_ray_equals_local(ray_cluster, manifest, tmp_path):
 def test_request_beyond_the_cluster_is_refused(ray_cluster, manifest, tmp_path):
     with pytest.raises(ValueError, match="asks for 3 CPU"):
         probe_many(manifest, tmp_path / "o", executor="ray", cpus_per_job=3)
+
+
+def test_import_geomcore_does_not_load_ray():
+    import subprocess
+
+    code = "import sys, geomcore, geomcore.cli; assert 'ray' not in sys.modules, 'ray loaded'"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]

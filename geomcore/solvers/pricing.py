@@ -1,10 +1,11 @@
 """Shared pricing: every pair's float64 certificates from one product per set.
 
 For a set s that m pairs involve, the scores of all its points on all m
-directions are one matrix product ``X_s @ [w_1 ... w_m]`` (read X_s once, not
-m times). Each pair's certificate (:func:`certificates.certificate`: U = ||w||,
-L = the slab width on all points, and the scores that name its violators)
-comes from its two columns.
+directions are the matrix product ``X_s @ [w_1 ... w_m]``, taken in blocks of
+8 directions (X_s read m / 8 times, not m times; fixed blocks keep each pair's
+scores independent of the others, see ``_BLOCK``). Each pair's certificate
+(:func:`certificates.certificate`: U = ||w||, L = the slab width on all
+points, and the scores that name its violators) comes from its two columns.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ from geomcore.solvers.certificates import certificate
 
 __all__ = ["certify_all"]
 
-# Scores held at once per set (floats): bounds memory at n_s x m.
-_CHUNK_FLOATS = 1 << 24
+# Directions go into the product in blocks of exactly this many columns
+# (zero-padded). BLAS computes a column of ``X @ W`` differently for
+# different widths of W (a matrix-vector kernel for one column, small-matrix
+# kernels for a few), but the same way at any position of a block of a fixed
+# width: with fixed blocks a pair's scores, and so its certificates, do not
+# depend on which other pairs share its round, its call or its process.
+_BLOCK = 8
 
 
 def pair_scores(sets, ij, ws, pool=None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -33,13 +39,16 @@ def pair_scores(sets, ij, ws, pool=None) -> list[tuple[np.ndarray, np.ndarray]]:
     scores: list[list] = [[None, None] for _ in ij]
 
     def one(s):
-        cols = by_set[s]
         X = sets[s]
-        chunk = max(1, _CHUNK_FLOATS // max(X.shape[0], 1))
-        for c0 in range(0, len(cols), chunk):
-            part = cols[c0 : c0 + chunk]
-            S = X @ np.stack([ws[k] for k, _ in part], axis=1)
-            for col, (k, side) in enumerate(part):
+        W = np.zeros((X.shape[1], _BLOCK))
+        cols = by_set[s]
+        for b0 in range(0, len(cols), _BLOCK):
+            block = cols[b0 : b0 + _BLOCK]
+            W[:] = 0.0
+            for col, (k, _) in enumerate(block):
+                W[:, col] = ws[k]
+            S = X @ W
+            for col, (k, side) in enumerate(block):
                 scores[k][side] = S[:, col]
 
     order = sorted(by_set, key=lambda s: -sets[s].shape[0] * len(by_set[s]))  # big first

@@ -153,13 +153,6 @@ def test_two_processes_equal_one_bitwise(two_processes):
     assert np.array_equal(both, np.arange(m))
 
 
-@pytest.mark.xfail(
-    reason="pricing.pair_scores: a column of X_s @ W depends on W's width in BLAS (small sets), "
-    "so lower/b of a pair move by round-off with the pairs sharing its rounds; fixed-width column "
-    "blocks (e.g. 16, zero-padded) make them batch-independent (measured). Strict: passes -> "
-    "remove this mark.",
-    strict=True,
-)
 def test_two_processes_equal_one_bitwise_certificates(two_processes):
     (_, _, _, _), one, got = two_processes
     for g in got:

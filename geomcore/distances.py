@@ -189,7 +189,7 @@ def hull_distances(
       tol, rtol, dtype, max_iter, path: as in :func:`hull_distance`.
       shard: None/True: shard the pair axis over all JAX devices when there are
         several; False: one device; or a ``jax.sharding.Sharding``.
-      progress: show a tqdm bar over pairs.
+      progress: show a bar over pairs (:mod:`geomcore.progress`).
       warm_start: the result of an earlier call with the same ``groups`` and
         ``pairs`` on moved points (the same examples at an earlier checkpoint
         of a model): each pair starts from its earlier support points and

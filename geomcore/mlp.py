@@ -62,9 +62,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from geomcore._validate import as_labels, as_points, check_same_width
+from geomcore.progress import progress_bar
 
 __all__ = [
     "MLPConfig",
@@ -588,7 +588,7 @@ def train_mlps(
       learning_rate: Adam's step size.
       pad_to: (H1, H2) of the returned (padded) parameters; default the largest
         sizes among the M models.
-      progress: show a tqdm bar over epochs.
+      progress: show a bar over epochs (:mod:`geomcore.progress`).
 
     Returns:
       _Trained with padded parameters (numpy, caller's order), masks, epochs
@@ -642,7 +642,7 @@ def train_mlps(
         lr=float(learning_rate), b1=0.9, b2=0.999, eps=1e-8,
     )
     done = 0
-    with tqdm(total=max_iter, desc=desc, unit="epoch", disable=not progress, leave=False) as bar:
+    with progress_bar(max_iter, desc, unit="epoch", enabled=progress, leave=False) as bar:
         while True:
             state = _run_chunk(state, keys, alpha, jnp.asarray(slot), *data, **static)
             epoch = int(state.epoch)  # the one host sync per chunk of epochs
@@ -773,7 +773,7 @@ def mlp_probe(
         first-layer size) or "shape" (one per (H1, H2)). Every model trains at
         its exact size and stops on its own in each case, so the results are
         the same; only the number of compiles and the batching change.
-      progress: show tqdm bars.
+      progress: show progress bars (:mod:`geomcore.progress`).
 
     Returns:
       :class:`MLPProbeResult`.

@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from geomcore._validate import as_labels, as_points, check_tolerances
 from geomcore.directprobe.checks import Certifier, Counters, engine_decider, lp_decider
 from geomcore.directprobe.probe import Probe, ProbeStats, STEP_DTYPE
 from geomcore.directprobe.state import Forest, MergeQueue
+from geomcore.progress import progress_bar
 
 __all__ = ["directprobe", "encode_labels", "find_conflicts"]
 
@@ -109,8 +109,16 @@ class _Run:
         self.steps: list[tuple] = []
         self.n_merges = 0
         self.replay: dict[tuple[int, int], int] = {}  # (id a, id b) -> id of a u b
-        self.bar = tqdm(
-            total=max(0, X.shape[0] - 1), disable=not progress, desc="directprobe", unit="merge"
+        self.progress = progress
+        self.n_phases = 1
+        self.bar = progress_bar(None, "directprobe", enabled=False)
+
+    def phase(self, k: int, total: int | None, what: str, unit: str) -> None:
+        """Start phase k of the run's progress: one bar per phase, each with
+        its own count and rate (the phases run at very different speeds)."""
+        self.bar.close()
+        self.bar = progress_bar(
+            total, f"directprobe {k}/{self.n_phases} {what}", unit=unit, enabled=self.progress
         )
 
     def record(self, phase: int, lab: int, a: int, b: int, accepted: bool) -> None:
@@ -118,6 +126,9 @@ class _Run:
 
     # -- phase 1: merge to the end without checks ---------------------------
     def merge_to_end(self, ids_by_label):
+        # Unchecked, every label ends as one cluster: the count is exact.
+        total = sum(max(len(ids) - 1, 0) for ids in ids_by_label.values())
+        self.phase(1, total, "merging without checks", "merge")
         q = MergeQueue(self.f, ids_by_label)
         seq = []  # (label, id a, id b, new id), step t = index + 1
         while (p := q.next_pair()) is not None:
@@ -127,6 +138,7 @@ class _Run:
             q.merge(lab, sa, sb, new)
             seq.append((lab, a, b, new))
             self.replay[(min(a, b), max(a, b))] = new
+            self.bar.update(1)
         return seq, q.active_ids()
 
     def _conflict_pair(self, p: int, q: int) -> bool:
@@ -149,6 +161,7 @@ class _Run:
     def valid_at(self, t: int, bad_roots) -> bool:
         """No overlap inside the overlapping end pairs after merge step t."""
         self.c.checks += 1
+        self.bar.update(1)
         logger.debug("search back: checking the state after merge %d", t)
         for F, G in bad_roots:
             cs, ds = self.f.active_at(F, t), self.f.active_at(G, t)
@@ -207,6 +220,7 @@ class _Run:
                 self.record(2, lab, a, b, True)
                 self.n_merges += 1
                 self.bar.update(1)
+        self.bar.close()
         return sorted(active)
 
 
@@ -237,7 +251,11 @@ def directprobe(
       tol: overlap tolerance relative to the data diameter, passed to the
         engine (hulls closer than ``tol * scale`` overlap).
       rtol: the engine's relative distance tolerance.
-      progress: show a tqdm bar of merges.
+      progress: show the run's progress, one bar per phase (merging without
+        checks: exact count; the end state and the search back: at most 1 +
+        20 + log2(merges) checks; checked merges: at most the clusters left
+        minus the labels). A terminal gets tqdm bars, a log plain lines at
+        most every 15 s (:mod:`geomcore.progress`).
       decider: "engine" (the batched hull solver, default), "lp" (one exact
         HiGHS LP per pair; slow) or a callable ``(sets, pairs, any_only) ->
         checks.Decision``.
@@ -291,8 +309,13 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
     T = 0
     first_block = None
     if search_back:
+        run.n_phases = 3
         seq, end = run.merge_to_end(_ids_by_label(run, start, n_labels))
         T = len(seq)
+        step = max(1, math.ceil(0.05 * T))
+        run.phase(
+            2, 1 + 20 + max(1, step).bit_length(), "checking the end state, searching back", "check"
+        )
         logger.info("merged to the end without checks: %d merges, %d clusters", T, len(end))
         end = sorted(end) + run.frozen
         left, right = run.cross_pairs(end, end)
@@ -300,6 +323,7 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         keep = [i for i, (p, q) in enumerate(zip(left, right)) if p < q]
         left, right = [left[i] for i in keep], [right[i] for i in keep]
         run.c.checks += 1
+        run.bar.update(1)
         ov = run.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
         bad = [(left[i], right[i]) for i in np.flatnonzero(ov)]
         logger.info("end state: %d of %d cluster pairs overlap", len(bad), len(left))
@@ -315,7 +339,7 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
             for lab, a, b, _ in seq:
                 run.record(1, lab, a, b, True)
             run.n_merges = T
-            run.bar.update(T)
+            run.bar.close()
             return sorted(end)
         t_star = run.search_back(T, bad)
         first_error = t_star
@@ -323,13 +347,19 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         for lab, a, b, _ in seq[: t_star - 1]:
             run.record(1, lab, a, b, True)
         run.n_merges = t_star - 1
-        run.bar.update(t_star - 1)
         roots = sorted(k for k in end if k not in run.frozen_set)
         start = sorted({c for r in roots for c in run.f.active_at(r, t_star - 1)})
         lab, a, b, _ = seq[t_star - 1]
         first_block = (lab, a, b)
     run.search_info = (T, first_error)
-    q = MergeQueue(run.f, _ids_by_label(run, start, n_labels))
+    by_label = _ids_by_label(run, start, n_labels)
+    run.phase(
+        run.n_phases,
+        sum(max(len(ids) - 1, 0) for ids in by_label.values()),
+        "checked merges (at most)",
+        "merge",
+    )
+    q = MergeQueue(run.f, by_label)
     return run.forward(q, first_block)
 
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geomcore.progress import progress_bar
 from geomcore.results import HullResults, Status
 from geomcore.solvers.buckets import batch_floats, bucket, bucket4, floor4
 from geomcore.solvers.certificates import (
@@ -355,9 +356,8 @@ def solve_device(
     n_escalated = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=m, desc="hull pairs", unit="pair", initial=m - len(active))
+        bar = progress_bar(m, "hull pairs", unit="pair")
+        bar.update(m - len(active))
 
     while active and not (any_only and found_overlap):
         over = {id(p) for p in active if p.iterations >= max_iter or p.rounds >= max_rounds}

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from geomcore.progress import progress_bar
 from geomcore.solvers.buckets import bucket
 from geomcore.solvers.projections import project_simplex_rows
 from geomcore.solvers.spectral import step_lipschitz
@@ -480,12 +481,9 @@ def point_hull_matrix(
     m, C = P.shape[0], len(sets)
     D = np.full((m, C), np.nan)
     rest: list[np.ndarray] = []
-    it = range(C)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc="point-to-hull distances", unit="hull")
-    for c in it:
+    bar = progress_bar(C, "point-to-hull distances", unit="hull", enabled=progress)
+    for c in range(C):
+        bar.update(1)  # hulls started
         rows = np.arange(m) if candidates is None else np.flatnonzero(candidates[:, c])
         if rows.size == 0:
             continue
@@ -505,5 +503,6 @@ def point_hull_matrix(
             bad = r[~out.done]
             if bad.size:
                 rest.append(np.stack([bad, np.full(bad.size, c)], axis=1))
+    bar.close()
     undone = np.concatenate(rest) if rest else np.zeros((0, 2), np.int64)
     return D, undone.astype(np.int64)

@@ -26,6 +26,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from geomcore.progress import progress_bar
 from geomcore.results import PAIR_FIELDS, HullResults, Status
 from geomcore.solvers.device_pairs import solve_device
 from geomcore.solvers.params import DEFAULT_RTOL, DEFAULT_TOL, EngineParams
@@ -71,7 +72,7 @@ def solve_pairs(
         examined get Status.SKIPPED.
       max_iter, dtype, sharding: the device path's iteration budget,
         iteration dtype and pair-axis sharding.
-      progress: a tqdm bar over pairs.
+      progress: a bar over pairs (:mod:`geomcore.progress`).
       warm: optional, one entry per pair: None or an earlier support
         ``(ia, a, ib, b)`` (``HullResults.supports``) to start from.
       params: routing and budgets (:class:`EngineParams`).
@@ -209,9 +210,7 @@ def _host(sets, pairs, rest, out, supports, warm, *, mode, tol, rtol, any_only, 
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=rest.size, desc="hull pairs", unit="pair")
+        bar = progress_bar(rest.size, "hull pairs", unit="pair")
     try:
         done, left, stopped = solve_working_sets(
             sets,

@@ -239,11 +239,38 @@ def test_bad_options_are_named():
         directprobe(np.zeros((2, 2)), [0, 1], tol=-1.0)
 
 
-def test_progress_bar_runs(capsys):
-    X, y = _random_case(2)
+def test_progress_in_a_log_is_plain_lines_per_phase(capsys):
+    """To a non-terminal: no carriage returns, a few lines per phase, and the
+    unchecked phase counts exactly its merges (n minus the labels)."""
+    X, y = _random_case(3)  # interleaved labels: the search back and checked merges run
     p = directprobe(X, y, progress=True)
-    assert "directprobe" in capsys.readouterr().err
-    assert p.n_clusters >= 2
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    n_lab = np.unique(y).size
+    assert f"directprobe 1/3 merging without checks: {len(y) - n_lab}/{len(y) - n_lab}" in err
+    assert any(line.startswith("directprobe 2/3 ") for line in lines)
+    assert p.stats.first_error_step > 0  # so phase 3 ran
+    assert any(line.startswith("directprobe 3/3 checked merges") for line in lines)
+    assert len(lines) <= 8  # start and end of each phase on a fast run, no flood
+
+
+def test_log_bar_rate_limits_its_lines():
+    import io
+
+    from geomcore.progress import LogBar
+
+    t = [0.0]
+    out = io.StringIO()
+    bar = LogBar(100, "work", unit="step", stream=out, interval=10.0, clock=lambda: t[0])
+    for _ in range(100):
+        t[0] += 1.0  # 100 s of work, one step per second
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 + 10 + 1  # start, one per 10 s, close
+    assert lines[5] == "work: 50/100 step (50%) | 50s | left ~50s"
+    assert lines[-1].startswith("work: 100/100 step (100%) | 1m40s | left ~0s")
 
 
 def test_host_certificates_are_proofs():

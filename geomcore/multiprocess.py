@@ -13,16 +13,12 @@ devices; the per-process results are exchanged with one JAX collective
 (:func:`jax.experimental.multihost_utils.process_allgather`; on CPUs over gloo)
 and put back in pair order. Every process returns the whole result.
 
-Results equal one process's ``hull_distances`` / ``label_distances`` /
-``overlaps``: on the host path (the default whenever JAX's backend is the CPU)
-each pair is solved alone, so its distance, bounds' upper end, direction,
-status, iterations, supports and every decision are bitwise those of one
-process, and the exchange moves the bytes of the numpy results unchanged. The
-two fields read from the round's shared float64 pricing product, ``lower`` and
-``b``, can differ by round-off (about 1e-15 relative): BLAS sums a column of
-``X_s @ [w_1 ... w_k]`` in an order that depends on the width k for small sets,
-and k is the number of pairs sharing the round, which the split changes (see
-tests/geomcore/test_multiprocess.py). The device path (accelerators,
+Results are bitwise identical to one process's ``hull_distances`` /
+``label_distances`` / ``overlaps``, in every field: on the host path (the
+default whenever JAX's backend is the CPU) each pair is solved alone and its
+certificates come from pricing products in fixed blocks of directions, so a
+pair's result does not depend on which other pairs share its call; the exchange
+moves the bytes of the numpy results unchanged. The device path (accelerators,
 ``path="device"``) groups pairs into blocks whose shapes depend on their
 neighbours; it is refused here with a ValueError rather than run with weaker
 guarantees.
@@ -180,8 +176,7 @@ def distributed_hull_distances(
     """:func:`geomcore.hull_distances` with the pairs split over the processes.
 
     Every process must call it with the same arguments; every process gets the
-    whole :class:`~geomcore.HullResults`, equal to one process's (see the module
-    docstring for the two round-off fields).
+    whole :class:`~geomcore.HullResults`, bitwise equal to one process's.
     """
     import geomcore
 
@@ -212,7 +207,7 @@ def distributed_label_distances(
     """:func:`geomcore.label_distances` with the label pairs split over the processes.
 
     Same arguments in every process; returns the whole
-    :class:`~geomcore.LabelDistances` everywhere; the matrix is bitwise one process's.
+    :class:`~geomcore.LabelDistances` everywhere, bitwise equal to one process's.
     """
     import geomcore
     from geomcore._validate import as_labels, as_points

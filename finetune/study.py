@@ -16,7 +16,8 @@ Study directory::
                            whose file exists is never recomputed)
     DIR/results.json, DIR/tables/*.csv, DIR/figures/*.png, DIR/report.md
 
-Units (accuracies are fractions in [0, 1]; ``seconds`` is the unit's wall time):
+Units (accuracies are fractions in [0, 1]; ``seconds`` is the unit's wall time,
+``cpu_seconds`` the CPU time of the process meanwhile, all threads):
 
 - ``finetune_<task>``: the fine-tuning run's summary (head accuracy, steps,
   probed steps, throughput, streaming overhead).
@@ -327,9 +328,10 @@ class _Units:
             return self.load(name)
         if self.line is not None:
             self.line.begin(name)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rec = compute()
         rec["seconds"] = time.perf_counter() - t0
+        rec["cpu_seconds"] = time.process_time() - c0  # all threads of this process
         write_json(self.path(name), rec)
         logger.info("unit %s: %.1f s", name, rec["seconds"])
         if self.line is not None:
@@ -515,6 +517,9 @@ class StudyRunner:
             "head_test_accuracy": res.test_accuracy, "head_train_accuracy": res.train_accuracy,
             "train_sentences_per_second": float(res.train_sentences_per_second),
             "probe_fraction": float(res.probe_fraction), "run_dir": f"runs/{task}",
+            "train_seconds": float(res.train_seconds), "probe_seconds": float(res.probe_seconds),
+            "train_cpu_seconds": float(res.train_cpu_seconds),
+            "probe_cpu_seconds": float(res.probe_cpu_seconds),
         }
 
     def _cross(self, source: str, emb: _Embeddings) -> dict[str, Any]:

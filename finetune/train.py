@@ -100,6 +100,9 @@ class TrainResult:
       train_sentences_per_second: training sentences per second of
         ``train_seconds``.
       out_dir: the run directory.
+      train_cpu_seconds / probe_cpu_seconds: CPU time of this process (all
+        its threads) in optimizer steps / in probing; on a machine shared with
+        other jobs it measures the work better than the wall times do.
     """
 
     completed: bool
@@ -113,6 +116,8 @@ class TrainResult:
     train_seconds: float
     train_sentences_per_second: float
     out_dir: Path
+    train_cpu_seconds: float = 0.0
+    probe_cpu_seconds: float = 0.0
 
     @property
     def probe_fraction(self) -> float:
@@ -482,7 +487,7 @@ def fit(
         )
         if keys_done:
             return
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         accs = {}
         for data, ids in ((train_data, labels.train_ids), (test_data, labels.test_ids)):
             out = probe_split(
@@ -506,6 +511,7 @@ def fit(
             accs[data.split] = _accuracy(model.head, out.last_layer, ids, device)
         seconds = time.perf_counter() - t0
         acct["probe"] += seconds
+        acct["probe_cpu"] = acct.get("probe_cpu", 0.0) + time.process_time() - c0
         met_log.append(
             {
                 "record": "metrics",
@@ -568,7 +574,7 @@ def fit(
         epoch, pos = divmod(step, steps_per_epoch)
         if pos == 0 or order is None:  # a checkpoint mid-epoch carries its order
             order = _epoch_order(config.seed, epoch, n_sent)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch_sents = order[pos * config.batch_size : (pos + 1) * config.batch_size]
         sentences, rows, targets = [], [], []
         for b, k in enumerate(batch_sents):
@@ -591,6 +597,7 @@ def fit(
         scheduler.step()
         step += 1
         acct["train"] += time.perf_counter() - t0
+        acct["train_cpu"] = acct.get("train_cpu", 0.0) + time.process_time() - c0
         acct["train_sentences"] += len(sentences)
         bar.update(1)
         if losses:
@@ -633,6 +640,8 @@ def fit(
         if acct["train"]
         else 0.0,
         out_dir=out_dir,
+        train_cpu_seconds=acct.get("train_cpu", 0.0),
+        probe_cpu_seconds=acct.get("probe_cpu", 0.0),
     )
     if completed and not already_done:
         write_json(
@@ -649,6 +658,8 @@ def fit(
                 "probe_fraction": result.probe_fraction,
                 "train_seconds": result.train_seconds,
                 "train_sentences_per_second": result.train_sentences_per_second,
+                "train_cpu_seconds": result.train_cpu_seconds,
+                "probe_cpu_seconds": result.probe_cpu_seconds,
                 "n_train_examples": int(train_data.n_examples),
                 "n_test_examples": int(test_data.n_examples),
                 "test_labels_missing_from_train": list(labels.missing_from_train),

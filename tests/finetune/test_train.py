@@ -284,6 +284,10 @@ def test_progress_in_a_log_is_plain_lines(tmp_path, capsys):
     seen = []
     res = fit(model, tok, train, test, cfg, on_step=lambda s, n, loss: seen.append((s, n)))
     assert res.completed and seen == [(s, 50) for s in range(1, 51)]
+    # CPU time is counted apart from wall time (a shared machine's wall time is noisy)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0 < results["train_cpu_seconds"] == res.train_cpu_seconds
+    assert 0 < results["probe_cpu_seconds"] == res.probe_cpu_seconds
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("train toy")]

@@ -40,16 +40,15 @@ def pair_scores(sets, ij, ws, pool=None) -> list[tuple[np.ndarray, np.ndarray]]:
 
     def one(s):
         X = sets[s]
-        W = np.zeros((X.shape[1], _BLOCK))
         cols = by_set[s]
         for b0 in range(0, len(cols), _BLOCK):
             block = cols[b0 : b0 + _BLOCK]
-            W[:] = 0.0
-            for col, (k, _) in enumerate(block):
-                W[:, col] = ws[k]
-            S = X @ W
-            for col, (k, side) in enumerate(block):
-                scores[k][side] = S[:, col]
+            W = np.zeros((_BLOCK, X.shape[1]))
+            for row, (k, _) in enumerate(block):
+                W[row] = ws[k]
+            S = W @ X.T  # (block, n_s): each pair's scores contiguous
+            for row, (k, side) in enumerate(block):
+                scores[k][side] = S[row]
 
     order = sorted(by_set, key=lambda s: -sets[s].shape[0] * len(by_set[s]))  # big first
     if pool is not None and len(order) > 1:

@@ -750,6 +750,27 @@ def build_report(study_dir: str | Path) -> Path:
         if f"finetune_{t}" in units and (d / "runs" / t / "metrics.jsonl").exists()
     }
     curves = {t: c for t, c in curves.items() if c}
+    sched = [(t, units[f"finetune_{t}"]) for t in tasks if f"finetune_{t}" in units]
+    if sched:
+        md.append(
+            "Schedule of each fine-tuning run (AdamW, linear warm-up over the first 10% of the "
+            "steps, then linear decay) and the steps at which the geometry of every layer of "
+            "both splits was streamed.\n"
+        )
+        md.append(
+            _md_table(
+                ["task", "peak lr", "epochs", "steps", "probed steps", "train s", "probe s"],
+                [
+                    [_title(t), "n/a" if f.get("lr") is None else f"{f['lr']:g}",
+                     str(f.get("epochs", "n/a")), str(f.get("total_steps", "n/a")),
+                     f"{len(f.get('probe_steps', []))}: "
+                     + ", ".join(str(x) for x in f.get("probe_steps", [])),
+                     f.get("train_seconds"), f.get("probe_seconds")]
+                    for t, f in sched
+                ],
+            )
+        )
+        md.append("")
     if curves:
         md.append(
             "Training loss (mean over the optimizer steps since the previous probe) and the "

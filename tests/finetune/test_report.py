@@ -188,6 +188,12 @@ def _write_study(d, *, with_after=True):
             "unit": "finetune",
             "task": "pos",
             "head_test_accuracy": 0.7,
+            "lr": 2e-4,
+            "epochs": 3,
+            "total_steps": 10,
+            "probe_steps": [0, 10],
+            "train_seconds": 4.0,
+            "probe_seconds": 1.0,
             "seconds": 5.0,
         },
         "clusters_pos_before": {
@@ -299,6 +305,7 @@ def test_report_has_the_heads_learning_curve(tmp_path):
     assert "## The head's learning curve" in report
     assert "| POS | 0 | n/a | 0.100 | 0.120 |" in report
     assert "| POS | 10 | 0.900 | 0.800 | 0.700 |" in report
+    assert "| POS | 0.0002 | 3 | 10 | 2: 0, 10 | 4.000 | 1.000 |" in report
     assert (d / "figures" / "fig_head_curve.png").read_bytes()[:4] == b"\x89PNG"
     rows = (d / "tables" / "head_curve.csv").read_text().splitlines()
     assert rows == ["task,step,epoch,train_loss,train_accuracy,test_accuracy",

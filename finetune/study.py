@@ -619,7 +619,7 @@ class StudyRunner:
         else:
             spec = _RunnerSpec(type(self), self.plan, str(self.out), self.data_dir, self.device)
             gpus = 1.0 if str(self.device).startswith("cuda") else 0.0
-            jobs = [Job(j, functools.partial(_run_remote_job, spec, j), d,
+            jobs = [Job(j, functools.partial(_run_remote_job, spec, j, self.cpus_per_unit), d,
                         num_cpus=self.cpus_per_unit, num_gpus=gpus) for j, _, d in todo]
         self.units.line = line if isinstance(executor, LocalExecutor) else None
         try:
@@ -644,10 +644,18 @@ class _RunnerSpec:
     device: str
 
 
-def _run_remote_job(spec: _RunnerSpec, job: str) -> list[str]:
-    """A study job in a worker process (a Ray task): same directory, same unit files."""
+def _run_remote_job(spec: _RunnerSpec, job: str, cpus: float = 1.0) -> list[str]:
+    """A study job in a worker process (a Ray task): same directory, same unit files.
+
+    torch runs ``cpus`` threads (at least 1), set here rather than left to the
+    worker's environment: torch's float32 sums depend on the thread count, so a
+    unit's numbers equal a local run's at that thread count.
+    """
+    import torch
+
     from geomcore.compile_cache import enable_compilation_cache
 
+    torch.set_num_threads(max(1, int(cpus)))
     enable_compilation_cache()
     runner = spec.cls(spec.plan, spec.out, data_dir=spec.data_dir, device=spec.device,
                       progress=False)

@@ -238,3 +238,9 @@ def test_preset_per_task_schedule_and_validation():
         Preset(name="x", task_epochs={"dep": 0})
     with pytest.raises(ValueError, match="lr must be a positive number"):
         Preset(name="x", lr=-1.0)
+
+
+def test_quick_preset_uses_whole_corpora():
+    quick = PRESETS["quick"]
+    assert all(v is None for v in quick.max_train_examples.values())
+    assert all(v is None for v in quick.max_test_examples.values())

@@ -45,7 +45,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from geomcore._validate import as_labels, as_points, check_tolerances
-from geomcore.directprobe.checks import Certifier, Counters, engine_decider, lp_decider
+from geomcore.directprobe.checks import (
+    ActiveIndex,
+    Certifier,
+    Counters,
+    engine_decider,
+    lp_decider,
+)
 from geomcore.directprobe.probe import Probe, ProbeStats, STEP_DTYPE
 from geomcore.directprobe.state import Forest, MergeQueue
 from geomcore.progress import progress_bar
@@ -197,6 +203,7 @@ class _Run:
             q.block(lab, sa, sb)
             self.record(2, lab, a, b, False)
         active = set(q.active_ids()) | set(self.frozen)
+        index = ActiveIndex(self.f, sorted(active), self.cert.mean(), self.cert.root_of)
         while (p := q.next_pair()) is not None:
             lab, sa, sb = p
             a, b = q.cluster(lab, sa), q.cluster(lab, sb)
@@ -206,8 +213,7 @@ class _Run:
             u = self.replay.get((min(a, b), max(a, b)))
             if u is None:
                 u = self.f.merge(a, b, step=-1)
-            others = sorted(k for k in active if self.f.label[k] != lab)
-            if self.cert.union_overlaps(u, a, b, others):
+            if self.cert.union_overlaps_indexed(u, a, b, index):
                 q.block(lab, sa, sb)
                 self.cert.forget(u)
                 self.record(2, lab, a, b, False)
@@ -215,6 +221,9 @@ class _Run:
                 q.merge(lab, sa, sb, u)
                 active -= {a, b}
                 active.add(u)
+                index.remove(a)
+                index.remove(b)
+                index.add(u)
                 self.cert.forget(a)
                 self.cert.forget(b)
                 self.record(2, lab, a, b, True)

@@ -28,26 +28,31 @@ more than ``tol`` for more than ``n_iter_no_change`` consecutive epochs, or afte
 scikit-learn's ``_init_coef``: U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
 biases too.
 
-Batching. All models of a call train in one jitted program: models are grouped
-by exact shape (H1, H2), each group's parameters and Adam moments are stacked,
-and every mini-batch step loops over the group's models that are still
-training (``lax.while_loop`` over an active-first order), reading one model
-out of the stack, stepping it and writing it back in place. No model is
-padded, a stopped model costs nothing from the next epoch on, and the program
-does not change as models stop, so it compiles once per (grouping, data
-shape) and, with the persistent compilation cache
-(:mod:`geomcore.compile_cache`), once per machine. Epochs run in device loops
-(``lax.while_loop`` of ``lax.scan`` over mini-batches) with one host sync per
-chunk of epochs. The data stay on the device in float32, padded to a
-bucketed number of mini-batches; each mini-batch is an index gather. The
-permutation of an epoch is drawn per point index (``fold_in``) so it depends
-only on the seed, the epoch and the true number of points, never on the
-padding; models with the same seed (a grid search) share it and their
-mini-batches.
+Batching. All models of a call train in one jitted program. Models are put
+in blocks of one seed, one H1 and one alpha (a grid search: one model per
+H2); a block's first layers are one matrix W1 (K H1, d), so a mini-batch
+meets them all in one product, and its second and third layers are products
+batched over the models of one (H1, H2). Parameters are stored transposed
+(units x inputs) so that every product has the model axis leading and needs
+no transposes. A step computes every model of a block and masks the stopped
+ones out of the update; a block whose models have all stopped is skipped.
+Models of one alpha stop at similar epochs, so the masked work is small (1.2x
+the epochs needed on the PS-role grid). Adam is optax's arithmetic written
+out on the block: every model still training has taken the same number of
+steps, so one step count serves them all. The program does not change as
+models stop, so it compiles once per (blocks, data shape) and, with the
+persistent compilation cache (:mod:`geomcore.compile_cache`), once per
+machine. Epochs run in device loops (``lax.while_loop`` of ``lax.scan`` over
+mini-batches) with one host sync per chunk of epochs. The data stay on the
+device in float32, padded to a bucketed number of mini-batches; each
+mini-batch is an index gather. The permutation of an epoch is drawn per point
+index (``fold_in``) so it depends only on the seed, the epoch and the true
+number of points, never on the padding; models with the same seed (a grid
+search) share it and their mini-batches.
 
 Differences from scikit-learn worth knowing: two classes use a 2-way softmax
-(scikit-learn uses one logistic unit; same decision function family); optax's
-Adam puts eps outside the bias correction (scikit-learn inside), which only
+(scikit-learn uses one logistic unit; same decision function family); Adam
+(as optax's) puts eps outside the bias correction (scikit-learn inside), which only
 matters while the second moment is ~1e-16; training runs in float32.
 """
 
@@ -61,7 +66,6 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from geomcore._validate import as_labels, as_points, check_same_width
 from geomcore.progress import progress_bar
@@ -328,113 +332,177 @@ class _Group(NamedTuple):
     k: int
 
 
+class _Block(NamedTuple):
+    """Static description of one block: the models of one seed slot and one H1.
+
+    Their first layers are one matrix W1 (d, K H1) (model j owns columns
+    j H1 .. (j + 1) H1), so a mini-batch meets all of them in one product;
+    ``groups`` split the block by H2 (consecutive models).
+    """
+
+    slot: int
+    h1: int
+    groups: tuple  # of _Group
+
+    @property
+    def k(self) -> int:
+        return sum(g.k for g in self.groups)
+
+
 class _State(NamedTuple):
-    params: tuple  # per group: (W1 (k,d,H1), b1 (k,H1), W2 (k,H1,H2), b2, W3 (k,H2,C), b3)
-    opt_state: tuple  # per group: optax Adam state, stacked per model (count (k,))
+    params: tuple  # per block: (W1 (d,K H1), b1 (K H1,), W2s, b2s, W3s, b3s); per group (k,...)
+    mu: tuple  # Adam first moments, same tree as params
+    nu: tuple  # Adam second moments
+    step: jax.Array  # scalar int32: Adam steps taken by every model still training
     epoch: jax.Array  # scalar int32: epochs run (the longest-running model's)
-    n_iter: jax.Array  # (M,) int32, models in group order
+    n_iter: jax.Array  # (M,) int32, models in block order
     best: jax.Array  # (M,) float32
     no_improve: jax.Array  # (M,) int32
     active: jax.Array  # (M,) bool
     loss: jax.Array  # (M,) float32
 
 
-def _optimizer(lr, b1, b2, eps):
-    return optax.adam(learning_rate=lr, b1=b1, b2=b2, eps=eps)
+def _block_losses(p, blk: _Block, alpha, xbT, yb, weight, count):
+    """scikit-learn's mini-batch loss (``_model_loss``) of every model of a block, (K,).
+
+    Stored transposed so that every product is a plain (batched) matrix product
+    with the model axis leading and no transposes: W1T (K H1, d), W2T (k, H2,
+    H1), W3T (k, C, H2); activations are (units, B). One product for all
+    first layers (W1T @ xbT, xbT (d, B)); the second and third layers are
+    products batched over each group's models.
+    """
+    W1T, b1, W2s, b2s, W3s, b3s = p
+    B = xbT.shape[1]
+    a1 = jax.nn.relu(W1T @ xbT + b1[:, None]).reshape(blk.k, blk.h1, B)
+    onehot = (yb[None, :] == jnp.arange(W3s[0].shape[1])[:, None]).astype(jnp.float32)  # (C, B)
+    out, o = [], 0
+    for gi, g in enumerate(blk.groups):
+        a = a1[o : o + g.k]  # (k, H1, B)
+        a2 = jax.nn.relu(jnp.einsum("kji,kib->kjb", W2s[gi], a) + b2s[gi][:, :, None])
+        z3 = jnp.einsum("kcj,kjb->kcb", W3s[gi], a2) + b3s[gi][:, :, None]
+        nll = -jnp.sum(jax.nn.log_softmax(z3, axis=1) * onehot, axis=1)  # (k, B)
+        l2 = jnp.sum(W2s[gi] ** 2, axis=(1, 2)) + jnp.sum(W3s[gi] ** 2, axis=(1, 2))
+        out.append(nll @ weight + 0.5 * alpha[o : o + g.k] * l2)
+        o += g.k
+    l2_1 = jnp.sum(W1T * W1T, axis=1).reshape(blk.k, blk.h1).sum(axis=1)
+    return (jnp.concatenate(out) + 0.5 * alpha * l2_1) / count
+
+
+def _block_masks(blk: _Block, act):
+    """Per-leaf broadcastable masks of a block's active models (act (K,) bool)."""
+    col = jnp.repeat(act, blk.h1, total_repeat_length=blk.k * blk.h1)
+    m2, m3, mb2, mb3, o = [], [], [], [], 0
+    for g in blk.groups:
+        a = act[o : o + g.k]
+        m2.append(a[:, None, None])
+        m3.append(a[:, None, None])
+        mb2.append(a[:, None])
+        mb3.append(a[:, None])
+        o += g.k
+    return (col[:, None], col, tuple(m2), tuple(mb2), tuple(m3), tuple(mb3))
 
 
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "groups", "batch_size", "n_batches", "chunk", "max_iter", "tol", "n_iter_no_change",
+        "blocks", "batch_size", "n_batches", "chunk", "max_iter", "tol", "n_iter_no_change",
         "lr", "b1", "b2", "eps",
     ),
     donate_argnums=(0,),
 )
 def _run_chunk(
-    state, keys, alpha, slot, X, y, n_real, *,
-    groups, batch_size, n_batches, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
+    state, keys, alpha, X, y, n_real, *,
+    blocks, batch_size, n_batches, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
 ):
-    """Run up to ``chunk`` epochs of every model of every group; stop early when all stopped.
+    """Run up to ``chunk`` epochs of every model of every block; stop early when all stopped.
 
-    One compiled program per (groups, data shape): it does not change as models
+    One compiled program per (blocks, data shape): it does not change as models
     stop. Shapes: X (n_pad, d) float32 resident on the device, y (n_pad,) int32,
     n_real scalar int32 (rows beyond it are padding), keys (S, 2) uint32 (one
-    per distinct seed), alpha (M,) and slot (M,) int32 (each model's seed
-    index) in group order.
+    per distinct seed), alpha (M,) in block order.
 
     The permutation of an epoch is drawn once per distinct seed; each
-    mini-batch is an index gather from the resident data. Within a step, each
-    group loops over its active models only (see ``group_step``).
+    mini-batch is an index gather from the resident data. A step computes every
+    model of a block at once (stopped models are computed and masked out of
+    the update); a block whose models have all stopped is skipped.
+    Adam (optax's ``adam`` arithmetic) runs on the whole block: every model
+    still training has taken the same number of steps, so one step count
+    serves them all.
     """
-    opt = _optimizer(lr, b1, b2, eps)
     n_pad = X.shape[0]
     n_real_f = n_real.astype(jnp.float32)
-    offsets = np.cumsum([0] + [g.k for g in groups])
+    offsets = np.cumsum([0] + [blk.k for blk in blocks])
 
-    def group_step(g, params, opt_state, order, n_run, alpha_g, slot_g, xb, yb, weight, count):
-        """One mini-batch step of the first ``n_run`` models of ``order`` in group g.
+    def block_step(blk, lo, p, mu, nu, t, act, xb, yb, weight, count, run):
+        alpha_b = alpha[lo : lo + blk.k]
+        act_f = act.astype(jnp.float32)
 
-        ``order`` lists the group's active models first, so the loop runs over
-        exactly the models still training: a stopped model costs nothing, and
-        the loop body is compiled once per shape, not once per model. Each
-        model is read out of the stacked arrays, stepped, and written back in
-        place (no branch on the big arrays, so nothing copies them).
-        """
+        def body(c):
+            i, p, mu, nu, _ = c
 
-        def model(c):
-            i, p_all, s_all, part = c
-            j = order[i]
-            take = lambda a: jax.lax.dynamic_index_in_dim(a, j, keepdims=False)  # noqa: E731
-            p, s = jax.tree_util.tree_map(take, (p_all, s_all))
-            loss, grad = jax.value_and_grad(_model_loss)(
-                p, alpha_g[j], xb[slot_g[j]], yb[slot_g[j]], weight, count
-            )
-            upd, s = opt.update(grad, s, p)
-            p = optax.apply_updates(p, upd)
-            put = lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, j, 0)  # noqa: E731
-            p_all, s_all = jax.tree_util.tree_map(put, (p_all, s_all), (p, s))
-            return i + 1, p_all, s_all, part.at[j].set(loss * count)
+            def total(p):
+                per = _block_losses(p, blk, alpha_b, xb, yb, weight, count)
+                return jnp.sum(per * act_f), per
 
-        init = (jnp.int32(0), params, opt_state, jnp.zeros((g.k,), jnp.float32))
-        _, p_all, s_all, part = jax.lax.while_loop(lambda c: c[0] < n_run, model, init)
-        return p_all, s_all, part
+            (_, per), grad = jax.value_and_grad(total, has_aux=True)(p)
+            masks = _block_masks(blk, act)
+            bc1 = 1.0 - jnp.float32(b1) ** t
+            bc2 = 1.0 - jnp.float32(b2) ** t
+
+            def adam(m, p, g, mu, nu):
+                mu2 = b1 * mu + (1.0 - b1) * g
+                nu2 = b2 * nu + (1.0 - b2) * (g * g)
+                p2 = p - lr * ((mu2 / bc1) / (jnp.sqrt(nu2 / bc2) + eps))
+                # A stopped model never trains again: only its weights must stay.
+                return jnp.where(m, p2, p), mu2, nu2
+
+            leaves, tdef = jax.tree_util.tree_flatten(p)
+            out = [adam(*z) for z in zip(jax.tree_util.tree_leaves(masks), leaves,
+                                         jax.tree_util.tree_leaves(grad),
+                                         jax.tree_util.tree_leaves(mu),
+                                         jax.tree_util.tree_leaves(nu))]
+            p, mu, nu = (jax.tree_util.tree_unflatten(tdef, [o[r] for o in out]) for r in range(3))
+            return i + 1, p, mu, nu, per * count
+
+        init = (jnp.int32(0), p, mu, nu, jnp.zeros((blk.k,), jnp.float32))
+        _, p, mu, nu, part = jax.lax.while_loop(lambda c: c[0] < run, body, init)
+        return p, mu, nu, part
 
     def one_epoch(st: _State) -> _State:
         perms = jax.vmap(_epoch_permutation, in_axes=(0, None, None, None))(
             keys, st.epoch, n_pad, n_real
         )  # (S, n_pad)
 
-        # Per group: its active models first (the set changes only between epochs).
-        orders, n_active = [], []
-        for gi in range(len(groups)):
-            act = st.active[int(offsets[gi]) : int(offsets[gi + 1])]
-            orders.append(jnp.argsort(~act, stable=True).astype(jnp.int32))
-            n_active.append(jnp.sum(act.astype(jnp.int32)))
-
         def batch(carry, b):
-            params, opt_state, acc = carry
+            params, mu, nu, t, acc = carry
             start = b * batch_size
             idx = jax.lax.dynamic_slice_in_dim(perms, start, batch_size, axis=1)  # (S, B)
             weight = ((start + jnp.arange(batch_size)) < n_real).astype(jnp.float32)
             count = jnp.sum(weight)
-            xb, yb = X[idx], y[idx]  # (S, B, d), (S, B)
+            xbT, yb = jnp.swapaxes(X[idx], 1, 2), y[idx]  # (S, d, B), (S, B)
             real = start < n_real  # batches of pure padding run no model
-            new_p, new_s, parts = [], [], []
-            for gi, g in enumerate(groups):
-                lo, hi = int(offsets[gi]), int(offsets[gi + 1])
-                p, s, part = group_step(
-                    g, params[gi], opt_state[gi], orders[gi], jnp.where(real, n_active[gi], 0),
-                    alpha[lo:hi], slot[lo:hi], xb, yb, weight, count,
+            t = t + real.astype(jnp.int32)
+            tf = t.astype(jnp.float32)
+            new_p, new_mu, new_nu, parts = [], [], [], []
+            for bi, blk in enumerate(blocks):
+                lo, hi = int(offsets[bi]), int(offsets[bi + 1])
+                act = st.active[lo:hi]
+                run = (real & jnp.any(act)).astype(jnp.int32)
+                p, m, v, part = block_step(
+                    blk, lo, params[bi], mu[bi], nu[bi], tf, act,
+                    xbT[blk.slot], yb[blk.slot], weight, count, run,
                 )
                 new_p.append(p)
-                new_s.append(s)
+                new_mu.append(m)
+                new_nu.append(v)
                 parts.append(part)
-            return (tuple(new_p), tuple(new_s), acc + jnp.concatenate(parts)), None
+            carry = (tuple(new_p), tuple(new_mu), tuple(new_nu), t, acc + jnp.concatenate(parts))
+            return carry, None
 
         zero = jnp.zeros_like(st.loss)
-        (p, s, acc), _ = jax.lax.scan(
-            batch, (st.params, st.opt_state, zero), jnp.arange(n_batches, dtype=jnp.int32)
+        (p, mu, nu, t, acc), _ = jax.lax.scan(
+            batch, (st.params, st.mu, st.nu, st.step, zero),
+            jnp.arange(n_batches, dtype=jnp.int32),
         )
         loss = acc / n_real_f
         # scikit-learn's _update_no_improvement_count (early_stopping=False).
@@ -446,7 +514,9 @@ def _run_chunk(
         a = st.active
         return _State(
             params=p,
-            opt_state=s,
+            mu=mu,
+            nu=nu,
+            step=t,
             epoch=st.epoch + 1,
             n_iter=jnp.where(a, n_iter, st.n_iter),
             best=jnp.where(a, best, st.best),
@@ -529,22 +599,30 @@ def _init_model(d: int, n_classes: int, h1: int, h2: int, seed: int) -> tuple:
     return W1, B1, W2, B2, W3, B3
 
 
-def _plan(hidden_sizes, seeds) -> tuple[tuple[_Group, ...], np.ndarray, list[int], np.ndarray]:
-    """Group the models by (H1, H2), in order of first appearance.
+def _plan(hidden_sizes, alphas, seeds) -> tuple[tuple[_Block, ...], np.ndarray, list[int]]:
+    """Group the models into blocks by (seed, H1, alpha) and within a block by H2.
 
-    Returns (groups, order, distinct seeds, slot): ``order`` lists the caller's
-    model indices in group order; ``slot[i]`` is the index among the distinct
-    seeds of the i-th model in group order (models with one seed share their
-    mini-batches).
+    The L2 weight is part of the block key because it sets how long a model
+    trains (on PS-role the alpha = 0.1 models run about twice the epochs of the
+    others): a block computes all its models until its last one stops, so
+    models of one alpha waste little (1.2x the epochs they need on the PS-role
+    grid, against 2.1x for blocks of one H1).
+
+    Returns (blocks, order, distinct seeds): ``order`` lists the caller's model
+    indices in block order; ``blocks[i].slot`` indexes the distinct seeds
+    (models with one seed share their mini-batches, hence one first-layer
+    product).
     """
     distinct = list(dict.fromkeys(int(s) for s in seeds))
-    members: dict[tuple[int, int], list[int]] = {}
-    for m, (h1, h2) in enumerate(hidden_sizes):
-        members.setdefault((int(h1), int(h2)), []).append(m)
-    groups = tuple(_Group(h1, h2, len(ms)) for (h1, h2), ms in members.items())
-    order = np.array([m for ms in members.values() for m in ms], np.int64)
-    slot = np.array([distinct.index(int(seeds[m])) for m in order], np.int32)
-    return groups, order, distinct, slot
+    members: dict[tuple[int, int], dict[int, list[int]]] = {}
+    for m, ((h1, h2), a, s) in enumerate(zip(hidden_sizes, alphas, seeds)):
+        key = (distinct.index(int(s)), int(h1), float(a))
+        members.setdefault(key, {}).setdefault(int(h2), []).append(m)
+    blocks, order = [], []
+    for (slot, h1, _), by_h2 in members.items():
+        blocks.append(_Block(slot, h1, tuple(_Group(h1, h2, len(ms)) for h2, ms in by_h2.items())))
+        order.extend(m for ms in by_h2.values() for m in ms)
+    return tuple(blocks), np.array(order, np.int64), distinct
 
 
 def train_mlps(
@@ -601,34 +679,41 @@ def train_mlps(
     n_pad = n_batches * bs
     h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
     h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]
-    groups, order, distinct, slot = _plan(hidden_sizes, seeds)
+    blocks, order, distinct = _plan(hidden_sizes, alphas, seeds)
 
     host = [_init_model(d, n_classes, int(hidden_sizes[m][0]), int(hidden_sizes[m][1]),
                         int(seeds[m])) for m in order]
     params, off = [], 0
-    for g in groups:
-        ms = host[off : off + g.k]
-        off += g.k
-        params.append(tuple(np.stack([p[i] for p in ms]) for i in range(6)))
-    opt = _optimizer(learning_rate, 0.9, 0.999, 1e-8)
-    jparams = tuple(tuple(jnp.asarray(a) for a in p) for p in params)
-    # Adam starts from zero moments and a zero step count. Built from numpy
-    # zeros: calling opt.init eagerly would compile one small program per
-    # distinct array shape (about 100 for the grid).
-    opt_state = jax.tree_util.tree_map(
-        lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)),
-        jax.eval_shape(lambda ps: tuple(jax.vmap(opt.init)(p) for p in ps), jparams),
-    )
+    for blk in blocks:
+        ms = host[off : off + blk.k]
+        W1 = np.concatenate([p[0].T for p in ms], axis=0)  # (K H1, d)
+        B1 = np.concatenate([p[1] for p in ms])
+        W2s, B2s, W3s, B3s, o = [], [], [], [], 0
+        for g in blk.groups:
+            gm = ms[o : o + g.k]
+            W2s.append(np.stack([p[2].T for p in gm]))
+            B2s.append(np.stack([p[3] for p in gm]))
+            W3s.append(np.stack([p[4].T for p in gm]))
+            B3s.append(np.stack([p[5] for p in gm]))
+            o += g.k
+        params.append((W1, B1, tuple(W2s), tuple(B2s), tuple(W3s), tuple(B3s)))
+        off += blk.k
+    # Adam starts from zero moments and a zero step count.
+    zeros = lambda: jax.tree_util.tree_map(  # noqa: E731
+        lambda a: np.zeros(a.shape, np.float32), tuple(params))
     state = _State(
-        params=jparams,
-        opt_state=opt_state,
-        epoch=jnp.int32(0),
-        n_iter=jnp.zeros(M, jnp.int32),
-        best=jnp.full(M, jnp.inf, jnp.float32),
-        no_improve=jnp.zeros(M, jnp.int32),
-        active=jnp.ones(M, bool),
-        loss=jnp.full(M, jnp.nan, jnp.float32),
+        params=tuple(params),
+        mu=zeros(),
+        nu=zeros(),
+        step=np.int32(0),
+        epoch=np.int32(0),
+        n_iter=np.zeros(M, np.int32),
+        best=np.full(M, np.inf, np.float32),
+        no_improve=np.zeros(M, np.int32),
+        active=np.ones(M, bool),
+        loss=np.full(M, np.nan, np.float32),
     )
+    state = jax.device_put(state)  # one transfer for the whole tree
     Xp = np.zeros((n_pad, d), np.float32)
     Xp[:n] = X
     yp = np.zeros(n_pad, np.int32)
@@ -637,14 +722,14 @@ def train_mlps(
     alpha = jnp.asarray(np.asarray(alphas, np.float32)[order])
     data = (jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n))
     static = dict(
-        groups=groups, batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK,
+        blocks=blocks, batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK,
         max_iter=int(max_iter), tol=float(tol), n_iter_no_change=int(n_iter_no_change),
         lr=float(learning_rate), b1=0.9, b2=0.999, eps=1e-8,
     )
     done = 0
     with progress_bar(max_iter, desc, unit="epoch", enabled=progress, leave=False) as bar:
         while True:
-            state = _run_chunk(state, keys, alpha, jnp.asarray(slot), *data, **static)
+            state = _run_chunk(state, keys, alpha, *data, **static)
             epoch = int(state.epoch)  # the one host sync per chunk of epochs
             n_active = int(np.asarray(state.active).sum())
             bar.update(epoch - done)
@@ -665,19 +750,24 @@ def train_mlps(
     m1 = np.zeros((M, h1p), np.float32)
     m2 = np.zeros((M, h2p), np.float32)
     off = 0
-    for g, p in zip(groups, state.params):
-        w1, b1, w2, b2, w3, b3 = (np.asarray(a) for a in p)
-        for j in range(g.k):
-            m = order[off + j]
-            W1[m, :, : g.h1] = w1[j]
-            B1[m, : g.h1] = b1[j]
-            W2[m, : g.h1, : g.h2] = w2[j]
-            B2[m, : g.h2] = b2[j]
-            W3[m, : g.h2] = w3[j]
-            B3[m] = b3[j]
-            m1[m, : g.h1] = 1.0
-            m2[m, : g.h2] = 1.0
-        off += g.k
+    for blk, p in zip(blocks, state.params):
+        w1, b1 = np.asarray(p[0]), np.asarray(p[1])
+        h1 = blk.h1
+        j = 0
+        for gi, g in enumerate(blk.groups):
+            w2, b2, w3, b3 = (np.asarray(p[r][gi]) for r in range(2, 6))
+            for q in range(g.k):
+                m = order[off + j]
+                W1[m, :, :h1] = w1[j * h1 : (j + 1) * h1].T
+                B1[m, :h1] = b1[j * h1 : (j + 1) * h1]
+                W2[m, :h1, : g.h2] = w2[q].T
+                B2[m, : g.h2] = b2[q]
+                W3[m, : g.h2] = w3[q].T
+                B3[m] = b3[q]
+                m1[m, :h1] = 1.0
+                m2[m, : g.h2] = 1.0
+                j += 1
+        off += blk.k
     n_iter = np.asarray(state.n_iter)[inv]
     # A model that stopped by the tolerance rule before max_iter converged; one
     # that used all epochs did not (scikit-learn's ConvergenceWarning case).

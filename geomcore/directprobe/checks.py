@@ -307,17 +307,6 @@ class Certifier:
         self.root_of = root_of
         self.root_ok = np.asarray(separable, dtype=bool)
 
-    def root_certified(self, u: int, others: Sequence[int]) -> np.ndarray:
-        """True where (u, other) lie inside a root pair known to be separable."""
-        if self.root_of is None or len(others) == 0:
-            return np.zeros(len(others), bool)
-        ru = self.root_of[self.f.rep(u)]
-        ro = self.root_of[np.fromiter((self.f.rep(k) for k in others), np.int64, len(others))]
-        ok = np.zeros(len(others), bool)
-        valid = (ro >= 0) & (ru >= 0)
-        ok[valid] = self.root_ok[ru, ro[valid]]
-        return ok
-
     # -- hyperplane cache ------------------------------------------------
     def _put(self, lo: int, hi: int, w: np.ndarray, mx: float, mn: float) -> None:
         key = (lo, hi)
@@ -406,16 +395,6 @@ class Certifier:
         return False
 
     # -- prefilter -------------------------------------------------------
-    def spheres_apart(self, u: int, others: Sequence[int]) -> np.ndarray:
-        """True where the bounding spheres of u and other are disjoint (a proof)."""
-        if len(others) == 0:
-            return np.zeros(0, bool)
-        C = np.stack([self.f.centroid[k] for k in others])
-        r = np.fromiter((self.f.radius(k) for k in others), np.float64, len(others))
-        dist = np.sqrt(np.sum((C - self.f.centroid[u]) ** 2, axis=1))
-        reach = (r + self.f.radius(u)) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
-        return dist > reach
-
     def spheres_apart_grid(self, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
         """(len(left), len(right)) True where the bounding spheres are disjoint.
 
@@ -599,21 +578,6 @@ class Certifier:
         return res.overlap
 
     # -- the questions the clustering asks ---------------------------------
-    def union_overlaps(self, u: int, a: int, b: int, others: Sequence[int]) -> bool:
-        """Does u = a U b overlap any cluster in ``others``?"""
-        self.c.checks += 1
-        if not others:
-            return False
-        others = list(others)
-        rooted = self.root_certified(u, others)
-        self.c.rooted += int(rooted.sum())
-        others = [k for k, ok in zip(others, rooted) if not ok]
-        if not others:
-            return False
-        apart = self.spheres_apart(u, others)
-        self.c.sphere += int(apart.sum())
-        return self._after_spheres(u, a, b, [k for k, ok in zip(others, apart) if not ok])
-
     def _after_spheres(self, u: int, a: int, b: int, others: Sequence[int]) -> bool:
         """The rest of a union check, on the clusters whose spheres meet u's."""
         self._inherit(u, a, b, others)
@@ -644,10 +608,13 @@ class Certifier:
         ov = self._engine([u] * len(left), left, any_only=True)
         return bool(ov.any())
 
-    def union_overlaps_indexed(self, u: int, a: int, b: int, index: ActiveIndex) -> bool:
-        """:meth:`union_overlaps` of u = a U b against every active cluster of
-        another label in ``index``: root certificates and bounding spheres
-        screened on the index's arrays at once.
+    def union_overlaps(self, u: int, a: int, b: int, index: ActiveIndex) -> bool:
+        """Does u = a U b overlap any active cluster of another label in ``index``?
+
+        Screens in order of cost: root certificates and bounding spheres on
+        the index's arrays at once, then (for the clusters left) cached
+        hyperplanes, the centroid direction, pooled hyperplanes, and one
+        engine call with early exit, nearest centroids first.
 
         Spheres by the expansion ``|c_u|^2 + |c_k|^2 - 2 c_u.c_k`` in
         coordinates centred on the data mean, apart only after subtracting a

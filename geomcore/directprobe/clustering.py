@@ -213,7 +213,7 @@ class _Run:
             u = self.replay.get((min(a, b), max(a, b)))
             if u is None:
                 u = self.f.merge(a, b, step=-1)
-            if self.cert.union_overlaps_indexed(u, a, b, index):
+            if self.cert.union_overlaps(u, a, b, index):
                 q.block(lab, sa, sb)
                 self.cert.forget(u)
                 self.record(2, lab, a, b, False)

@@ -324,7 +324,7 @@ def test_host_certificates_are_proofs():
 
 
 def test_root_certificates_cover_exactly_the_separable_root_pairs():
-    from geomcore.directprobe.checks import Certifier, Counters, lp_decider
+    from geomcore.directprobe.checks import ActiveIndex, Certifier, Counters, lp_decider
     from geomcore.directprobe.state import Forest
 
     X = np.array([[0.0, 0], [1, 0], [0, 1], [5, 5], [6, 5], [0.5, 0.2]])
@@ -337,6 +337,22 @@ def test_root_certificates_cover_exactly_the_separable_root_pairs():
     sep = np.array([[lp_separable(X[f.members[a]], X[f.members[b]]) for b in roots] for a in roots])
     np.fill_diagonal(sep, False)
     cert.set_roots(roots, sep)
-    # Sub-clusters: singletons 1 (in r0), 3 (in r1), 5 (its own root).
-    assert cert.root_certified(1, [3, 5]).tolist() == [True, False]
-    assert cert.root_certified(5, [1, 4]).tolist() == [False, True]
+    # The checked phase's index of active clusters: u = {0, 1} (inside r0)
+    # against 3, 4 (inside r1: a separable root pair, certified by the roots)
+    # and 5 (its own root, inside r0's triangle: not certified by the roots;
+    # decided separable from the segment {0, 1} by a later check).
+    u = f.merge(0, 1, 4)
+    index = ActiveIndex(f, [3, 4, 5], cert.mean(), cert.root_of)
+    assert not cert.union_overlaps(u, 0, 1, index)
+    assert cert.c.rooted == 2
+    # 5 joins label 0's cluster {0, 1, 2}: inside it, so the union overlaps
+    # nothing of another label but 5 itself is label 2: check {1, 2} against
+    # 5's singleton (same root as r0, not certified) and 3 (certified).
+    v = f.merge(1, 2, 5)
+    index = ActiveIndex(f, [3, 5], cert.mean(), cert.root_of)
+    assert not cert.union_overlaps(v, 1, 2, index)
+    assert cert.c.rooted == 3
+    # The whole triangle r0 contains point 5: the check must find the overlap.
+    index = ActiveIndex(f, [4, 5], cert.mean(), cert.root_of)
+    assert cert.union_overlaps(r0, f.children[r0][0], f.children[r0][1], index)
+    assert cert.c.rooted == 4

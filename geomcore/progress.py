@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Callable, TextIO
 
-__all__ = ["LogBar", "progress_bar", "is_terminal"]
+__all__ = ["LogBar", "format_seconds", "is_terminal", "progress_bar"]
 
 
 def is_terminal(stream: TextIO | None) -> bool:
@@ -30,7 +30,8 @@ def is_terminal(stream: TextIO | None) -> bool:
         return False
 
 
-def _seconds(s: float) -> str:
+def format_seconds(s: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m`` (rounded down; negative counts as 0)."""
     s = max(0, int(s))
     if s < 60:
         return f"{s}s"
@@ -77,12 +78,13 @@ class LogBar:
         el = self._clock() - self._t0
         if self.total:
             frac = min(1.0, self.n / self.total)
-            left = "?" if self.n == 0 else "~" + _seconds(el * (self.total - self.n) / self.n)
+            rest = el * (self.total - self.n) / self.n if self.n else 0.0
+            left = "?" if self.n == 0 else "~" + format_seconds(rest)
             return (
                 f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * frac:.0f}%)"
-                f"{self.postfix} | {_seconds(el)} | left {left}"
+                f"{self.postfix} | {format_seconds(el)} | left {left}"
             )
-        return f"{self.desc}: {self.n} {self.unit}{self.postfix} | {_seconds(el)}"
+        return f"{self.desc}: {self.n} {self.unit}{self.postfix} | {format_seconds(el)}"
 
     def _write(self) -> None:
         stream = self._stream if self._stream is not None else sys.stderr

@@ -18,6 +18,9 @@ every later process pays, e.g. the study's probes). scikit-learn runs in
 between, in this process. The ratios are scikit-learn's seconds over
 geomcore's, in the same run; the load average is recorded because a loaded
 machine slows scikit-learn's threaded BLAS more than it slows XLA.
+``cpu_ratio_*`` are the same ratios in CPU seconds (process time of the
+scikit-learn loop over that of geomcore's ``mlp_probe`` call): on a shared,
+loaded machine the one-thread CPU ratio is the comparison to quote.
 
 The workload can be capped by environment variables (``extra_info`` records
 what ran; the full grid on all of PUD POS takes scikit-learn hours):
@@ -93,14 +96,15 @@ def test_mlp_grid_vs_sklearn(benchmark, task):
               f"(compiles {cold['backend_compile_seconds']:.1f} s), mean {cold['mean']:.4f}",
               flush=True)
         load.append(os.getloadavg()[0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with limit:
             (ref_hs, ref_alpha), ref_acc, ref_val = sklearn_probe(
                 Xtr, ytr, Xte, yte, sizes=sizes, alphas=alphas, n_seeds=n_seeds, seed=0,
                 max_iter=max_iter,
             )
-        t_skl = time.perf_counter() - t0
-        print(f"MLP_BENCH {task} scikit-learn: {t_skl:.1f} s, mean {ref_acc.mean():.4f}",
+        t_skl, cpu_skl = time.perf_counter() - t0, time.process_time() - c0
+        print(f"MLP_BENCH {task} scikit-learn: {t_skl:.1f} s ({cpu_skl:.1f} CPU s), "
+              f"mean {ref_acc.mean():.4f}",
               flush=True)
         load.append(os.getloadavg()[0])
         warm = geomcore_in_fresh_process(args, compile_cache=cache, one_thread=one_thread)
@@ -130,6 +134,13 @@ def test_mlp_grid_vs_sklearn(benchmark, task):
         process_seconds_warm=round(warm["process_seconds"], 2),
         ratio_cold=round(t_skl / cold["seconds"], 2),
         ratio_warm=round(t_skl / warm["seconds"], 2),
+        # CPU seconds (process time; the geomcore process times its mlp_probe
+        # call): what a loaded, shared machine distorts least.
+        cpu_seconds_sklearn=round(cpu_skl, 2),
+        cpu_seconds_geomcore_cold=round(cold["cpu_seconds"], 2),
+        cpu_seconds_geomcore_warm=round(warm["cpu_seconds"], 2),
+        cpu_ratio_cold=round(cpu_skl / cold["cpu_seconds"], 2),
+        cpu_ratio_warm=round(cpu_skl / warm["cpu_seconds"], 2),
         geomcore_config=[list(ours_cfg[0]), ours_cfg[1]],
         geomcore_mean=cold["mean"], geomcore_std=cold["std"],
         sklearn_config=[list(ref_hs), ref_alpha],

@@ -30,6 +30,9 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator, Sequence, TextIO
 
+# One formatter and one terminal test for geomcore's bars and this line.
+from geomcore.progress import format_seconds, is_terminal
+
 __all__ = ["ProgressLine", "format_seconds", "is_terminal", "hf_bars"]
 
 
@@ -53,24 +56,6 @@ def hf_bars(enabled: bool) -> Iterator[None]:
             hf_logging.enable_progress_bar()
         else:
             hf_logging.disable_progress_bar()
-
-
-def is_terminal(stream: TextIO | None) -> bool:
-    """True when ``stream`` is an interactive terminal."""
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
-def format_seconds(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``1h02m`` (rounded down; negative counts as 0)."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 class ProgressLine:

@@ -195,14 +195,16 @@ PRESETS = {p.name: p for p in (SMOKE, QUICK, PAPER)}
 # The study's progress line: at most one line per this many seconds in a log.
 PROGRESS_INTERVAL = 20.0
 
-# Training examples per task in the full corpora (finetune.tasks), for the
-# progress line's weights only.
+# Training examples and sentences per task in the full corpora
+# (finetune.tasks), for the progress line's weights only.
 _FULL_TRAIN = {"pos": 16858, "dep": 16058, "ps-role": 433, "ps-fxn": 433, "trec50": 5452}
-# Rough seconds per training example on 2 CPU cores, per unit kind (the
-# progress line's weights only; a wrong guess changes the estimate of the
-# time left, nothing else): fine-tuning per example and epoch, one MLP grid,
-# DirectProbe on all layers.
-_SECONDS_PER_EXAMPLE = {"finetune": 0.05, "mlp": 0.02, "clusters": 0.02}
+_FULL_SENTENCES = {"pos": 800, "dep": 800, "ps-role": 256, "ps-fxn": 256, "trec50": 5452}
+# Rough idle 2-core costs (docs/history.md, "Heads that learn"): seconds per
+# optimizer step of 32 sentences, per example of a streamed probe (every layer,
+# both splits), per training example of an MLP grid and of DirectProbe on all
+# layers. A wrong guess changes the estimate of the time left, nothing else.
+_STEP_SECONDS = 0.8
+_SECONDS_PER_EXAMPLE = {"probe": 0.003, "mlp": 0.01, "clusters": 0.02}
 
 
 def unit_weight(plan: StudyPlan, unit: str) -> float:
@@ -211,13 +213,18 @@ def unit_weight(plan: StudyPlan, unit: str) -> float:
     if kind == "cross":
         return 10.0
     task = rest.rpartition("_")[0] if kind in ("mlp", "clusters") else rest
+    p = plan.preset
     n = _FULL_TRAIN.get(task, 1000)
-    cap = plan.preset.max_train_examples.get(task)
-    n = n if cap is None else min(n, cap)
-    if kind == "clusters" and plan.preset.directprobe_max_points is not None:
-        n = min(n, plan.preset.directprobe_max_points)
+    cap = p.max_train_examples.get(task)
+    frac = 1.0 if cap is None else min(1.0, cap / n)
+    n = round(n * frac)
     if kind == "finetune":
-        return max(1.0, _SECONDS_PER_EXAMPLE[kind] * n * plan.preset.epochs_for(task, 10))
+        sentences = max(1, round(_FULL_SENTENCES.get(task, 100) * frac))
+        steps = p.epochs_for(task, 10) * math.ceil(sentences / p.batch_size)
+        probes = (p.n_probes + 1) * _SECONDS_PER_EXAMPLE["probe"] * n
+        return max(1.0, _STEP_SECONDS * steps + probes)
+    if kind == "clusters" and p.directprobe_max_points is not None:
+        n = min(n, p.directprobe_max_points)
     return max(1.0, _SECONDS_PER_EXAMPLE.get(kind, 0.02) * n)
 
 

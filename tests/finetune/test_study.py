@@ -244,3 +244,16 @@ def test_quick_preset_uses_whole_corpora():
     quick = PRESETS["quick"]
     assert all(v is None for v in quick.max_train_examples.values())
     assert all(v is None for v in quick.max_test_examples.values())
+
+
+def test_unit_weights_follow_the_work():
+    from finetune.study import ALL_TASKS, StudyPlan, unit_weight
+
+    quick = StudyPlan("m", ALL_TASKS, PRESETS["quick"])
+    paper = StudyPlan("m", ALL_TASKS, PRESETS["paper"])
+    for u in unit_names(ALL_TASKS):
+        assert unit_weight(quick, u) > 0
+    # 10 epochs and 11 probes cost more than the quick preset's 3 epochs and 3 probes
+    assert unit_weight(paper, "finetune_pos") > unit_weight(quick, "finetune_pos")
+    # POS's 800 sentences a step of 32 cost more than PS-role's 256
+    assert unit_weight(quick, "finetune_pos") > unit_weight(quick, "finetune_ps-role")

@@ -110,6 +110,14 @@ def _check_path(path: str) -> None:
         )
 
 
+def _pairs_share(pairs: Any) -> tuple[np.ndarray, int, np.ndarray]:
+    """``pairs`` as an (m, 2) array, m, and this process's share of its rows."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1:] != (2,):
+        raise ValueError(f"`pairs` must have shape (m, 2); got {pairs.shape}.")
+    return pairs, pairs.shape[0], process_share(pairs.shape[0])
+
+
 def _allgather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj`` (picklable), in process order, in every process."""
     import jax
@@ -181,11 +189,7 @@ def distributed_hull_distances(
     import geomcore
 
     _check_path(path)
-    pairs = np.asarray(pairs)
-    if pairs.ndim != 2 or pairs.shape[1:] != (2,):
-        raise ValueError(f"`pairs` must have shape (m, 2); got {pairs.shape}.")
-    m = pairs.shape[0]
-    mine = process_share(m)
+    pairs, m, mine = _pairs_share(pairs)
     kw = dict(tol=tol, rtol=rtol, dtype=dtype, max_iter=max_iter, path=path, shard=False,
               progress=progress)
     if m == 0 or mine.size == len(pairs):
@@ -245,11 +249,7 @@ def distributed_overlaps(
     import geomcore
 
     _check_path(path)
-    pairs = np.asarray(pairs)
-    if pairs.ndim != 2 or pairs.shape[1:] != (2,):
-        raise ValueError(f"`pairs` must have shape (m, 2); got {pairs.shape}.")
-    m = pairs.shape[0]
-    mine = process_share(m)
+    pairs, m, mine = _pairs_share(pairs)
     kw = dict(tol=tol, dtype=dtype, max_iter=max_iter, path=path, shard=False)
     if m == 0 or mine.size == m:
         return geomcore.overlaps(X, groups, pairs, **kw)

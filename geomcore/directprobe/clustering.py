@@ -202,8 +202,8 @@ class _Run:
             sb = int(np.flatnonzero(q.ids[lab] == b)[0])
             q.block(lab, sa, sb)
             self.record(2, lab, a, b, False)
-        active = set(q.active_ids()) | set(self.frozen)
-        index = ActiveIndex(self.f, sorted(active), self.cert.mean(), self.cert.root_of)
+        active = sorted(set(q.active_ids()) | set(self.frozen))
+        index = ActiveIndex(self.f, active, self.cert.mean(), self.cert.root_of)
         while (p := q.next_pair()) is not None:
             lab, sa, sb = p
             a, b = q.cluster(lab, sa), q.cluster(lab, sb)
@@ -219,8 +219,6 @@ class _Run:
                 self.record(2, lab, a, b, False)
             else:
                 q.merge(lab, sa, sb, u)
-                active -= {a, b}
-                active.add(u)
                 index.remove(a)
                 index.remove(b)
                 index.add(u)
@@ -230,7 +228,7 @@ class _Run:
                 self.n_merges += 1
                 self.bar.update(1)
         self.bar.close()
-        return sorted(active)
+        return sorted(int(k) for k in index.id[index.alive])
 
 
 def directprobe(
@@ -323,7 +321,7 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         T = len(seq)
         step = max(1, math.ceil(0.05 * T))
         run.phase(
-            2, 1 + 20 + max(1, step).bit_length(), "checking the end state, searching back", "check"
+            2, 1 + 20 + step.bit_length(), "checking the end state, searching back", "check"
         )
         logger.info("merged to the end without checks: %d merges, %d clusters", T, len(end))
         end = sorted(end) + run.frozen

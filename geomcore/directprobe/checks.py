@@ -374,25 +374,36 @@ class Certifier:
                 out.append(None)
         return out
 
-    def _from_cache(self, u: int, part: int, rest: int, c: int) -> bool:
-        """Try the hyperplane of (part, c) on u = part U rest; store (u, c) if it holds."""
-        for key in ((part, c), (c, part)):
-            e = self.planes.get(key)
-            if e is None:
-                continue
-            w, mx, mn = e
-            s = self.f.X[self.f.members[rest]] @ w
-            if key[0] == part:  # part on the low side
-                hi_u = float(s.max())
-                if max(mx, hi_u) < mn:
-                    self._put(u, c, w, max(mx, hi_u), mn)
-                    return True
-            else:  # part on the high side
-                lo_u = float(s.min())
-                if mx < min(mn, lo_u):
-                    self._put(c, u, w, mx, min(mn, lo_u))
-                    return True
-        return False
+    def _from_cache_many(self, u: int, part: int, rest: int, cs: Sequence[int]) -> np.ndarray:
+        """Try the stored hyperplanes of (part, c) on u = part U rest, for every c in cs.
+
+        Only rest's points need scoring (part's side of each plane is stored),
+        all planes in one product. Stores (u, c) where a plane still holds;
+        returns those flags.
+        """
+        ok = np.zeros(len(cs), bool)
+        found = []  # (position in cs, part on the low side, w, mx, mn)
+        for i, c in enumerate(cs):
+            for key in ((part, c), (c, part)):
+                e = self.planes.get(key)
+                if e is not None:
+                    found.append((i, key[0] == part, *e))
+        if not found:
+            return ok
+        S = self.f.X[self.f.members[rest]] @ np.stack([e[2] for e in found], axis=1)
+        hi, lo = S.max(axis=0), S.min(axis=0)
+        for j, (i, low, w, mx, mn) in enumerate(found):
+            if ok[i]:
+                continue  # the first plane that holds is the one kept
+            c = cs[i]
+            if low:
+                if max(mx, float(hi[j])) < mn:
+                    self._put(u, c, w, max(mx, float(hi[j])), mn)
+                    ok[i] = True
+            elif mx < min(mn, float(lo[j])):
+                self._put(c, u, w, mx, min(mn, float(lo[j])))
+                ok[i] = True
+        return ok
 
     # -- prefilter -------------------------------------------------------
     def spheres_apart_grid(self, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
@@ -585,11 +596,12 @@ class Certifier:
         # Re-verify the bigger part's hyperplane first: only the smaller part's
         # points need scoring.
         big, small = (a, b) if self.f.size(a) >= self.f.size(b) else (b, a)
-        for k in others:
-            if self._from_cache(u, big, small, k) or self._from_cache(u, small, big, k):
-                self.c.cached += 1
-                continue
-            left.append(k)
+        ok = self._from_cache_many(u, big, small, others)
+        rest = [k for k, o in zip(others, ok) if not o]
+        if rest:
+            ok2 = self._from_cache_many(u, small, big, rest)
+            left = [k for k, o in zip(rest, ok2) if not o]
+        self.c.cached += len(others) - len(left)
         if not left:
             return False
         cp = self.centroid_planes([u] * len(left), left)

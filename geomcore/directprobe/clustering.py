@@ -147,6 +147,49 @@ class _Run:
             self.bar.update(1)
         return seq, q.active_ids()
 
+    def end_state(self, end: list[int]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Decide every pair of end clusters: (separable (E, E), overlapping pairs).
+
+        ``end`` holds the merged labels' clusters and the frozen singletons
+        (points given with two labels), which can number thousands on
+        non-contextual layers: the E^2/2 pairs are screened as arrays, a block
+        of rows at a time, by their bounding spheres (a proof of
+        separability), and only the pairs left go to the certifier.
+        """
+        E = len(end)
+        lab = np.fromiter((self.f.label[k] for k in end), np.int64, E)
+        frozen = np.fromiter((k in self.frozen_set for k in end), bool, E)
+        sep = np.zeros((E, E), bool)
+        left: list[int] = []
+        right: list[int] = []
+        block = max(1, (1 << 22) // max(E, 1))
+        for r0 in range(0, E, block):
+            rows = np.arange(r0, min(E, r0 + block))
+            apart = self.cert.spheres_apart_grid(end[r0 : r0 + rows.size], end)
+            todo = (lab[rows][:, None] != lab[None, :]) & (rows[:, None] < np.arange(E)[None, :])
+            hit = todo & apart
+            self.c.sphere += int(hit.sum())
+            sep[r0 : r0 + rows.size] |= hit
+            for i, j in zip(*np.nonzero(todo & ~apart)):
+                p, q = end[r0 + i], end[j]
+                if frozen[r0 + i] and frozen[j] and np.array_equal(self.X[p], self.X[q]):
+                    continue  # an input conflict: overlaps by construction
+                left.append(p)
+                right.append(q)
+        ov = self.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
+        pos = {k: i for i, k in enumerate(end)}
+        bad = []
+        for p, q, o in zip(left, right, ov):
+            if o:
+                bad.append((p, q))
+            else:
+                sep[pos[p], pos[q]] = True
+        sep |= sep.T
+        counts = np.unique(lab, return_counts=True)[1]
+        logger.info("end state: %d of %d cluster pairs overlap", len(bad),
+                    (E * E - int((counts * counts).sum())) // 2)
+        return sep, bad
+
     def _conflict_pair(self, p: int, q: int) -> bool:
         """Both singletons of conflicting identical points: an input overlap."""
         return (
@@ -154,15 +197,6 @@ class _Run:
             and q in self.frozen_set
             and np.array_equal(self.X[p], self.X[q])
         )
-
-    def cross_pairs(self, ids_a, ids_b):
-        left, right = [], []
-        for p in ids_a:
-            for q in ids_b:
-                if self.f.label[p] != self.f.label[q] and not self._conflict_pair(p, q):
-                    left.append(p)
-                    right.append(q)
-        return left, right
 
     def valid_at(self, t: int, bad_roots) -> bool:
         """No overlap inside the overlapping end pairs after merge step t."""
@@ -325,21 +359,11 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         )
         logger.info("merged to the end without checks: %d merges, %d clusters", T, len(end))
         end = sorted(end) + run.frozen
-        left, right = run.cross_pairs(end, end)
-        # Each unordered pair once.
-        keep = [i for i, (p, q) in enumerate(zip(left, right)) if p < q]
-        left, right = [left[i] for i in keep], [right[i] for i in keep]
         run.c.checks += 1
         run.bar.update(1)
-        ov = run.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
-        bad = [(left[i], right[i]) for i in np.flatnonzero(ov)]
-        logger.info("end state: %d of %d cluster pairs overlap", len(bad), len(left))
+        sep, bad = run.end_state(end)
         # Every later cluster lies inside one end cluster: the separable end
         # pairs certify all pairs of their sub-clusters.
-        pos = {k: i for i, k in enumerate(end)}
-        sep = np.zeros((len(end), len(end)), bool)
-        for p, q, o in zip(left, right, ov):
-            sep[pos[p], pos[q]] = sep[pos[q], pos[p]] = not o
         run.cert.set_roots(end, sep)
         if not bad:
             run.search_info = (T, -1)

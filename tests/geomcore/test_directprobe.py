@@ -356,3 +356,25 @@ def test_root_certificates_cover_exactly_the_separable_root_pairs():
     index = ActiveIndex(f, [4, 5], cert.mean(), cert.root_of)
     assert cert.union_overlaps(r0, f.children[r0][0], f.children[r0][1], index)
     assert cert.c.rooted == 4
+
+
+def test_many_conflicting_points_decided_as_the_reference_does():
+    # Non-contextual layers give thousands of words that occur with two tags:
+    # the end state then holds many frozen singletons, screened as arrays.
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 3))
+    y = rng.integers(0, 3, 60)
+    for i in range(0, 24, 2):  # 12 conflicting pairs, frozen singletons
+        X[i + 1] = X[i]
+        y[i + 1] = (y[i] + 1) % 3
+    # Two frozen points of different labels, distinct but very close: not an
+    # input conflict, so their (separable) pair must still be decided.
+    X[2] = X[0] + 1e-7
+    y[2] = (y[0] + 2) % 3
+    X[3] = X[2]
+    y[3] = y[0]
+    probe = directprobe(X, y)
+    assert len(probe.conflicts) >= 12
+    ref_of, ref_lab = reference_directprobe(X, y)
+    _same_partition(probe, ref_of, ref_lab)
+    _check_guarantees(X, y, probe)

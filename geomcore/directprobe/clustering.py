@@ -58,6 +58,10 @@ from geomcore.progress import progress_bar
 
 __all__ = ["directprobe", "encode_labels", "find_conflicts"]
 
+# The search back bisects until the first overlapping merge is known to within
+# this many steps; the checked merges take it from there.
+_SEARCH_WINDOW = 64
+
 logger = logging.getLogger(__name__)
 
 
@@ -209,8 +213,14 @@ class _Run:
                 return False
         return True
 
-    def search_back(self, T: int, bad_roots) -> int:
-        """First merge step t* with an overlap (valid at t* - 1, invalid at t*)."""
+    def search_back(self, T: int, bad_roots, window: int = 1) -> tuple[int, int]:
+        """Steps lo < hi, hi - lo <= window, valid at lo and invalid at hi.
+
+        The first overlapping merge t* lies in (lo, hi]. With window 1 it is hi;
+        a wider window leaves the last few steps to the checked merges, which
+        find t* by checking unions only (each state check of the bisection
+        decides every cluster pair inside the overlapping end pairs).
+        """
         lo, hi = 0, T  # valid(lo) (no merges), invalid(hi)
         step = max(1, math.ceil(0.05 * T))
         k = T - step
@@ -220,13 +230,13 @@ class _Run:
                 break
             hi = k
             k -= step
-        while hi - lo > 1:
+        while hi - lo > window:
             mid = (lo + hi) // 2
             if self.valid_at(mid, bad_roots):
                 lo = mid
             else:
                 hi = mid
-        return hi
+        return lo, hi
 
     # -- phase 3: checked merges --------------------------------------------
     def forward(self, q: MergeQueue, first_block=None):
@@ -372,17 +382,20 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
             run.n_merges = T
             run.bar.close()
             return sorted(end)
-        t_star = run.search_back(T, bad)
-        first_error = t_star
-        logger.info("search back: first overlapping merge is step %d of %d", t_star, T)
-        for lab, a, b, _ in seq[: t_star - 1]:
+        lo, hi = run.search_back(T, bad, window=_SEARCH_WINDOW)
+        logger.info("search back: the first overlapping merge is in steps %d..%d of %d",
+                    lo + 1, hi, T)
+        for lab, a, b, _ in seq[:lo]:
             run.record(1, lab, a, b, True)
-        run.n_merges = t_star - 1
+        run.n_merges = lo
         roots = sorted(k for k in end if k not in run.frozen_set)
-        start = sorted({c for r in roots for c in run.f.active_at(r, t_star - 1)})
-        lab, a, b, _ = seq[t_star - 1]
-        first_block = (lab, a, b)
-    run.search_info = (T, first_error)
+        start = sorted({c for r in roots for c in run.f.active_at(r, lo)})
+        if hi - lo == 1:
+            lab, a, b, _ = seq[lo]
+            first_block = (lab, a, b)
+            first_error = hi
+        else:
+            first_error = None  # the checked merges find it
     by_label = _ids_by_label(run, start, n_labels)
     run.phase(
         run.n_phases,
@@ -391,7 +404,18 @@ def _cluster(run: _Run, n_labels: int, search_back: bool) -> list[int]:
         "merge",
     )
     q = MergeQueue(run.f, by_label)
-    return run.forward(q, first_block)
+    n_before = len(run.steps)
+    final = run.forward(q, first_block)
+    if first_error is None:
+        # The merges accepted before the forward run's first block, then the block.
+        accepted = 0
+        for step in run.steps[n_before:]:
+            if not step[4]:
+                break
+            accepted += 1
+        first_error = lo + accepted + 1
+    run.search_info = (T, first_error)
+    return final
 
 
 def _build_probe(run, X, uniq, y, final, conflicts) -> Probe:

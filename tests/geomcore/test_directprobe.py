@@ -378,3 +378,20 @@ def test_many_conflicting_points_decided_as_the_reference_does():
     ref_of, ref_lab = reference_directprobe(X, y)
     _same_partition(probe, ref_of, ref_lab)
     _check_guarantees(X, y, probe)
+
+
+def test_first_overlapping_merge_same_by_bisection_or_by_checked_merges(monkeypatch):
+    # The search back bisects to within a window of steps and leaves the rest
+    # to the checked merges; bisecting to one step finds the same merge.
+    from geomcore.directprobe import clustering
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(120, 3))
+    y = rng.integers(0, 3, 120)
+    wide = directprobe(X, y)
+    monkeypatch.setattr(clustering, "_SEARCH_WINDOW", 1)
+    exact = directprobe(X, y)
+    assert 0 < exact.stats.first_error_step == wide.stats.first_error_step
+    np.testing.assert_array_equal(wide.cluster_of, exact.cluster_of)
+    # The window left merges to the checked phase (recorded as its steps).
+    assert (wide.steps["phase"] == 2).sum() > (exact.steps["phase"] == 2).sum()

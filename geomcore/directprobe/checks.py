@@ -240,6 +240,7 @@ class ActiveIndex:
         self.alive = np.zeros(n, bool)
         self.slot: dict[int, int] = {}
         self.free = list(range(n - 1, -1, -1))
+        forest.radii(ids)  # measured in one pass, then read from the cache
         for k in ids:
             self.add(k)
 
@@ -419,8 +420,7 @@ class Certifier:
         mu = self.mean()
         A = np.stack([self.f.centroid[k] for k in left]) - mu
         B = np.stack([self.f.centroid[k] for k in right]) - mu
-        ra = np.fromiter((self.f.radius(k) for k in left), np.float64, len(left))
-        rb = np.fromiter((self.f.radius(k) for k in right), np.float64, len(right))
+        ra, rb = self.f.radii(left), self.f.radii(right)
         sa, sb = np.einsum("ij,ij->i", A, A), np.einsum("ij,ij->i", B, B)
         d2 = sa[:, None] + sb[None, :] - 2.0 * (A @ B.T)
         err = (64.0 * A.shape[1] * np.finfo(np.float64).eps) * (sa[:, None] + sb[None, :])
@@ -435,8 +435,7 @@ class Certifier:
             return np.zeros(0, bool)
         A = np.stack([self.f.centroid[k] for k in left])
         B = np.stack([self.f.centroid[k] for k in right])
-        ra = np.fromiter((self.f.radius(k) for k in left), np.float64, m)
-        rb = np.fromiter((self.f.radius(k) for k in right), np.float64, m)
+        ra, rb = self.f.radii(left), self.f.radii(right)
         dist = np.sqrt(np.sum((A - B) ** 2, axis=1))
         reach = (ra + rb) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
         return dist > reach

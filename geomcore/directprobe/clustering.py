@@ -89,11 +89,16 @@ def find_conflicts(X: np.ndarray, y: np.ndarray) -> np.ndarray:
         if grp.size < 2 or np.unique(y[grp]).size < 2:
             continue
         grp = np.sort(grp)
-        for ii in range(grp.size):
-            for jj in range(ii + 1, grp.size):
-                if y[grp[ii]] != y[grp[jj]]:
-                    out.append((grp[ii], grp[jj]))
-    return np.array(out, dtype=np.int64).reshape(-1, 2)
+        # One row of the group at a time (a layer whose vectors are all the
+        # same, e.g. the [CLS] input embedding, makes one group of every point).
+        for ii in range(grp.size - 1):
+            jj = grp[ii + 1 :]
+            jj = jj[y[jj] != y[grp[ii]]]
+            if jj.size:
+                out.append(np.stack([np.full(jj.size, grp[ii]), jj], axis=1))
+    if not out:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate(out).astype(np.int64)
 
 
 def _make_decider(decider: Any, tol: float, rtol: float):
@@ -163,6 +168,12 @@ class _Run:
         E = len(end)
         lab = np.fromiter((self.f.label[k] for k in end), np.int64, E)
         frozen = np.fromiter((k in self.frozen_set for k in end), bool, E)
+        # Frozen singletons with one vector id are input conflicts (identical
+        # points), overlapping by construction: never decided.
+        vid = np.full(E, -1, dtype=np.int64)
+        if frozen.any():
+            pts = np.asarray(end, dtype=np.int64)[frozen]
+            vid[frozen] = np.unique(self.X[pts], axis=0, return_inverse=True)[1].ravel()
         sep = np.zeros((E, E), bool)
         left: list[int] = []
         right: list[int] = []
@@ -171,15 +182,13 @@ class _Run:
             rows = np.arange(r0, min(E, r0 + block))
             apart = self.cert.spheres_apart_grid(end[r0 : r0 + rows.size], end)
             todo = (lab[rows][:, None] != lab[None, :]) & (rows[:, None] < np.arange(E)[None, :])
+            todo &= ~((vid[rows][:, None] == vid[None, :]) & (vid[rows][:, None] >= 0))
             hit = todo & apart
             self.c.sphere += int(hit.sum())
             sep[r0 : r0 + rows.size] |= hit
             for i, j in zip(*np.nonzero(todo & ~apart)):
-                p, q = end[r0 + i], end[j]
-                if frozen[r0 + i] and frozen[j] and np.array_equal(self.X[p], self.X[q]):
-                    continue  # an input conflict: overlaps by construction
-                left.append(p)
-                right.append(q)
+                left.append(end[r0 + i])
+                right.append(end[j])
         ov = self.cert.pairs_overlap(left, right, any_only=False) if left else np.zeros(0, bool)
         pos = {k: i for i, k in enumerate(end)}
         bad = []

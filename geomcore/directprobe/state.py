@@ -23,6 +23,7 @@ was consumed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,6 +107,25 @@ class Forest:
             r = float(np.sqrt(np.max(np.einsum("ij,ij->i", diff, diff))))
             self._radius[k] = r
         return r
+
+    def radii(self, ks: Sequence[int]) -> np.ndarray:
+        """:meth:`radius` of many clusters; the missing ones in one pass.
+
+        The search back screens all clusters active at a step, most of them
+        never measured: one gather of their points and one reduction per
+        cluster (``np.maximum.reduceat``) instead of a gather per cluster.
+        """
+        todo = sorted({int(k) for k in ks if k not in self._radius})
+        if len(todo) > 1:
+            sizes = np.array([self.members[k].shape[0] for k in todo])
+            idx = np.concatenate([self.members[k] for k in todo])
+            cen = np.repeat(np.stack([self.centroid[k] for k in todo]), sizes, axis=0)
+            diff = self.X[idx] - cen
+            sq = np.einsum("ij,ij->i", diff, diff)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            for k, r in zip(todo, np.sqrt(np.maximum.reduceat(sq, starts))):
+                self._radius[k] = float(r)
+        return np.fromiter((self.radius(k) for k in ks), np.float64, len(ks))
 
     def active_at(self, root: int, t: int) -> list[int]:
         """Ids of the clusters under ``root`` that are active after merge step t."""

@@ -137,8 +137,8 @@ def _add_study_parser(subparsers: argparse._SubParsersAction) -> None:
             "after with DirectProbe and MLP probes, probe PS-fxn with models tuned on other tasks, "
             "and write OUT/report.md, OUT/results.json, OUT/tables/*.csv, OUT/figures/*.png. "
             "Running again on the same OUT resumes at the first unfinished unit of work. "
-            "Presets: smoke (minutes; tiny slices), quick (default; whole corpora, about 20 "
-            "min on 2 CPU cores), paper (the paper's full schedule, 3.5-4.5 h "
+            "Presets: smoke (minutes; tiny slices), quick (default; whole corpora, about 30 "
+            "min on 2 CPU cores), paper (the paper's full schedule, about 1.5 h "
             "projected on 2 CPU cores)."
         ),
     )

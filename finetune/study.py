@@ -186,7 +186,8 @@ QUICK = Preset(
     mlp_max_iter=200,
 )
 
-# paper: the paper's schedule and grid on the full splits (for a GPU).
+# paper: the paper's schedule and grid on the full splits (about 1.5 h on 2 CPU
+# cores, projected from measured units: docs/benchmarks.md).
 PAPER = Preset(name="paper", n_probes=10)
 
 PRESETS = {p.name: p for p in (SMOKE, QUICK, PAPER)}

@@ -422,11 +422,20 @@ class Certifier:
         B = np.stack([self.f.centroid[k] for k in right]) - mu
         ra, rb = self.f.radii(left), self.f.radii(right)
         sa, sb = np.einsum("ij,ij->i", A, A), np.einsum("ij,ij->i", B, B)
-        d2 = sa[:, None] + sb[None, :] - 2.0 * (A @ B.T)
-        err = (64.0 * A.shape[1] * np.finfo(np.float64).eps) * (sa[:, None] + sb[None, :])
-        reach = (ra[:, None] + rb[None, :]) * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
-        low = np.maximum(d2 - err, 0.0)
-        return low > reach * reach
+        return self._apart_expanded(
+            sa[:, None], sb[None, :], A @ B.T, ra[:, None] + rb[None, :], A.shape[1]
+        )
+
+    def _apart_expanded(self, sa, sb, dots, radii, dim: int) -> np.ndarray:
+        """Spheres apart, from squared norms, dot products and summed radii (broadcast).
+
+        ``|a|^2 + |b|^2 - 2 a.b`` minus a bound on its rounding
+        (``64 dim eps (|a|^2 + |b|^2)``) must exceed the squared reach: a proof.
+        """
+        d2 = sa + sb - 2.0 * dots
+        err = (64.0 * dim * np.finfo(np.float64).eps) * (sa + sb)
+        reach = radii * (1 + _SPHERE_MARGIN) + _SPHERE_MARGIN * self.scale
+        return np.maximum(d2 - err, 0.0) > reach * reach
 
     def spheres_apart_pairs(self, left: Sequence[int], right: Sequence[int]) -> np.ndarray:
         """True where the bounding spheres of left[i] and right[i] are disjoint."""
@@ -647,12 +656,9 @@ class Certifier:
             return False
         cu = self.f.centroid[u] - index.mu
         su = float(cu @ cu)
-        d2 = index.sq[rows] + su - 2.0 * (index.cen[rows] @ cu)
-        err = (64.0 * cu.size * np.finfo(np.float64).eps) * (index.sq[rows] + su)
-        reach = (index.rad[rows] + self.f.radius(u)) * (1 + _SPHERE_MARGIN) + (
-            _SPHERE_MARGIN * self.scale
+        apart = self._apart_expanded(
+            index.sq[rows], su, index.cen[rows] @ cu, index.rad[rows] + self.f.radius(u), cu.size
         )
-        apart = np.maximum(d2 - err, 0.0) > reach * reach
         self.c.sphere += int(apart.sum())
         near = index.id[rows[~apart]]
         return self._after_spheres(u, a, b, sorted(int(k) for k in near))

@@ -121,6 +121,12 @@ class _Run:
         self.cert = Certifier(self.f, decide, self.c)
         self.frozen = sorted(int(i) for i in frozen)
         self.frozen_set = set(self.frozen)
+        # Frozen points sharing a vector id are identical: input conflicts,
+        # overlapping by construction, never decided.
+        self.vid: dict[int, int] = {}
+        if self.frozen:
+            ids = np.unique(X[self.frozen], axis=0, return_inverse=True)[1].ravel()
+            self.vid = dict(zip(self.frozen, (int(v) for v in ids)))
         self.steps: list[tuple] = []
         self.n_merges = 0
         self.replay: dict[tuple[int, int], int] = {}  # (id a, id b) -> id of a u b
@@ -167,13 +173,7 @@ class _Run:
         """
         E = len(end)
         lab = np.fromiter((self.f.label[k] for k in end), np.int64, E)
-        frozen = np.fromiter((k in self.frozen_set for k in end), bool, E)
-        # Frozen singletons with one vector id are input conflicts (identical
-        # points), overlapping by construction: never decided.
-        vid = np.full(E, -1, dtype=np.int64)
-        if frozen.any():
-            pts = np.asarray(end, dtype=np.int64)[frozen]
-            vid[frozen] = np.unique(self.X[pts], axis=0, return_inverse=True)[1].ravel()
+        vid = np.fromiter((self.vid.get(k, -1) for k in end), np.int64, E)
         sep = np.zeros((E, E), bool)
         left: list[int] = []
         right: list[int] = []
@@ -205,11 +205,8 @@ class _Run:
 
     def _conflict_pair(self, p: int, q: int) -> bool:
         """Both singletons of conflicting identical points: an input overlap."""
-        return (
-            p in self.frozen_set
-            and q in self.frozen_set
-            and np.array_equal(self.X[p], self.X[q])
-        )
+        vp = self.vid.get(p, -1)
+        return vp >= 0 and vp == self.vid.get(q, -2)
 
     def valid_at(self, t: int, bad_roots) -> bool:
         """No overlap inside the overlapping end pairs after merge step t."""

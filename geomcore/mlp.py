@@ -405,14 +405,15 @@ def _block_masks(blk: _Block, act):
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "blocks", "batch_size", "n_batches", "chunk", "max_iter", "tol", "n_iter_no_change",
+        "blocks", "batch_size", "n_batches", "tail", "chunk", "max_iter", "tol",
+        "n_iter_no_change",
         "lr", "b1", "b2", "eps",
     ),
     donate_argnums=(0,),
 )
 def _run_chunk(
     state, keys, alpha, X, y, n_real, *,
-    blocks, batch_size, n_batches, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
+    blocks, batch_size, n_batches, tail, chunk, max_iter, tol, n_iter_no_change, lr, b1, b2, eps,
 ):
     """Run up to ``chunk`` epochs of every model of every block; stop early when all stopped.
 
@@ -473,14 +474,13 @@ def _run_chunk(
             keys, st.epoch, n_pad, n_real
         )  # (S, n_pad)
 
-        def batch(carry, b):
+        def step(carry, start, size, real):
+            """One mini-batch of ``size`` rows from ``start``; ``real``: it holds points."""
             params, mu, nu, t, acc = carry
-            start = b * batch_size
-            idx = jax.lax.dynamic_slice_in_dim(perms, start, batch_size, axis=1)  # (S, B)
-            weight = ((start + jnp.arange(batch_size)) < n_real).astype(jnp.float32)
+            idx = jax.lax.dynamic_slice_in_dim(perms, start, size, axis=1)  # (S, size)
+            weight = ((start + jnp.arange(size)) < n_real).astype(jnp.float32)
             count = jnp.sum(weight)
-            xbT, yb = jnp.swapaxes(X[idx], 1, 2), y[idx]  # (S, d, B), (S, B)
-            real = start < n_real  # batches of pure padding run no model
+            xbT, yb = jnp.swapaxes(X[idx], 1, 2), y[idx]  # (S, d, size), (S, size)
             t = t + real.astype(jnp.int32)
             tf = t.astype(jnp.float32)
             new_p, new_mu, new_nu, parts = [], [], [], []
@@ -496,14 +496,25 @@ def _run_chunk(
                 new_mu.append(m)
                 new_nu.append(v)
                 parts.append(part)
-            carry = (tuple(new_p), tuple(new_mu), tuple(new_nu), t, acc + jnp.concatenate(parts))
-            return carry, None
+            return (tuple(new_p), tuple(new_mu), tuple(new_nu), t, acc + jnp.concatenate(parts))
+
+        def batch(carry, b):
+            # Full mini-batches only; batches past the data (bucket padding) run no model.
+            start = b * batch_size
+            return step(carry, start, batch_size, start + batch_size <= n_real), None
 
         zero = jnp.zeros_like(st.loss)
-        (p, mu, nu, t, acc), _ = jax.lax.scan(
+        carry, _ = jax.lax.scan(
             batch, (st.params, st.mu, st.nu, st.step, zero),
             jnp.arange(n_batches, dtype=jnp.int32),
         )
+        if tail:
+            # The last, partial mini-batch (n mod batch_size points, as
+            # scikit-learn's gen_batches) runs at its own bucketed size, not at
+            # a whole batch of padding.
+            start = (n_real // batch_size) * batch_size
+            carry = step(carry, start, tail, start < n_real)
+        p, mu, nu, t, acc = carry
         loss = acc / n_real_f
         # scikit-learn's _update_no_improvement_count (early_stopping=False).
         worse = loss > st.best - tol
@@ -678,8 +689,12 @@ def train_mlps(
     n, d = X.shape
     M = len(hidden_sizes)
     bs = min(200, n) if batch_size is None else min(int(batch_size), n)
-    n_batches = _bucket(n, bs) // bs
-    n_pad = n_batches * bs
+    # Full mini-batches in a bucketed scan (a program serves nearby n), then the
+    # partial one at its own size: on 433 points 200 + 200 + 48 rows, not 3 x 200.
+    n_full, rest = divmod(n, bs)
+    n_batches = _bucket(n_full * bs, bs) // bs
+    tail = min(bs, _bucket(rest, 8)) if rest else 0
+    n_pad = max(n_batches * bs, n_full * bs + tail)
     h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
     h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]
     blocks, order, distinct = _plan(hidden_sizes, alphas, seeds)
@@ -725,7 +740,7 @@ def train_mlps(
     alpha = jnp.asarray(np.asarray(alphas, np.float32)[order])
     data = (jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n))
     static = dict(
-        blocks=blocks, batch_size=bs, n_batches=n_batches, chunk=_EPOCH_CHUNK,
+        blocks=blocks, batch_size=bs, n_batches=n_batches, tail=tail, chunk=_EPOCH_CHUNK,
         max_iter=int(max_iter), tol=float(tol), n_iter_no_change=int(n_iter_no_change),
         lr=float(learning_rate), b1=0.9, b2=0.999, eps=1e-8,
     )

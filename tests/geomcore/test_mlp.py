@@ -69,6 +69,47 @@ def test_model_loss_matches_numpy_reference():
     np.testing.assert_allclose(float(got), ref, rtol=1e-5)
 
 
+def test_epochs_match_a_loop_over_sklearn_batches():
+    """Two epochs of one model against a plain loop: the epoch's permutation cut
+    into scikit-learn's ``gen_batches`` (two full batches of 10 and a partial
+    one of 3 of the 23 points), the loss of each batch (``_model_loss``, itself
+    checked against numpy above) differentiated on exactly its rows, and
+    optax's Adam in float64 (eps outside the bias correction)."""
+    from sklearn.utils import gen_batches
+
+    X, y = _xor_blobs(6, seed=21)
+    X, y = X[:23].astype(np.float32), (y[:23] == "odd").astype(np.int32)
+    n, bs, alpha, lr, seed, epochs = 23, 10, 1e-2, 1e-3, 4, 2
+    got = train_mlps(X, y, 2, [(5, 3)], [alpha], [seed], max_iter=epochs, batch_size=bs,
+                     learning_rate=lr)
+    assert got.n_iter[0] == epochs
+
+    params = [np.asarray(a, np.float64) for a in mlp._init_model(2, 2, 5, 3, seed)]
+    mu = [np.zeros_like(a) for a in params]
+    nu = [np.zeros_like(a) for a in params]
+    grad = jax.jit(jax.grad(mlp._model_loss))
+    key, t = jax.random.PRNGKey(seed + 1_000_003), 0
+    for epoch in range(epochs):
+        perm = np.asarray(mlp._epoch_permutation(key, epoch, n, n))
+        for sl in gen_batches(n, bs):
+            rows = perm[sl]
+            g = grad(tuple(jnp.asarray(a, jnp.float32) for a in params), alpha,
+                     jnp.asarray(X[rows]), jnp.asarray(y[rows]),
+                     jnp.ones(rows.size, jnp.float32), float(rows.size))
+            t += 1
+            for k, gk in enumerate(g):
+                gk = np.asarray(gk, np.float64)
+                mu[k] = 0.9 * mu[k] + 0.1 * gk
+                nu[k] = 0.999 * nu[k] + 0.001 * gk * gk
+                params[k] = params[k] - lr * (mu[k] / (1 - 0.9**t)) / (
+                    np.sqrt(nu[k] / (1 - 0.999**t)) + 1e-8)
+    W1, B1, W2, B2, W3, B3 = (p[0] for p in got.params)
+    for ours, ref in zip((W1, B1, W2, B2, W3, B3), params):
+        np.testing.assert_allclose(ours, ref, atol=2e-6)
+    # a wrong batch partition moves the weights by far more than that tolerance
+    assert np.abs(params[0] - mlp._init_model(2, 2, 5, 3, seed)[0]).max() > 1e-4
+
+
 def test_glorot_bounds_as_sklearn():
     """sklearn's _init_coef: U(-r, r), r = sqrt(6 / (fan_in + fan_out)), weights and biases."""
     W1, B1, W2, B2, W3, B3 = mlp._init_model(50, 4, 30, 20, 3)

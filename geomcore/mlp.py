@@ -61,6 +61,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -610,7 +611,8 @@ def _init_model(d: int, n_classes: int, h1: int, h2: int, seed: int) -> tuple:
     return W1, B1, W2, B2, W3, B3
 
 
-def _plan(hidden_sizes, alphas, seeds) -> tuple[tuple[_Block, ...], np.ndarray, list[int]]:
+def _plan(hidden_sizes, alphas, seeds, top: float | None = None
+          ) -> tuple[tuple[_Block, ...], np.ndarray, list[int]]:
     """Group the models into blocks by (seed, H1, largest alpha or not), within a block by H2.
 
     Whether a model has the call's largest L2 weight is part of the block key
@@ -621,13 +623,17 @@ def _plan(hidden_sizes, alphas, seeds) -> tuple[tuple[_Block, ...], np.ndarray, 
     alpha: 1.19x, with 2.5x as many blocks, narrower products and a longer
     compile; blocks of one H1: 2.1x). Only speed depends on the blocking.
 
+    ``top`` is the L2 weight set apart (default: the largest of ``alphas``;
+    :func:`_train_part` passes the whole call's, so that a part's blocking
+    does not depend on the other parts).
+
     Returns (blocks, order, distinct seeds): ``order`` lists the caller's model
     indices in block order; ``blocks[i].slot`` indexes the distinct seeds
     (models with one seed share their mini-batches, hence one first-layer
     product).
     """
     distinct = list(dict.fromkeys(int(s) for s in seeds))
-    top = max(float(a) for a in alphas)
+    top = max(float(a) for a in alphas) if top is None else float(top)
     members: dict[tuple[int, int, bool], dict[int, list[int]]] = {}
     for m, ((h1, h2), a, s) in enumerate(zip(hidden_sizes, alphas, seeds)):
         key = (distinct.index(int(s)), int(h1), float(a) == top)
@@ -655,18 +661,20 @@ def train_mlps(
     pad_to: tuple[int, int] | None = None,
     progress: bool = False,
     desc: str = "mlp",
+    parts: int | None = None,
 ) -> _Trained:
     """Train M two-hidden-layer MLPs on the same data at once (one compiled program).
 
     Low-level entry point behind :func:`mlp_probe` and :class:`MLPProbe`; inputs
     are trusted (validated by the callers).
 
-    The models are grouped by (H1, H2, seed): a group's models share their
-    mini-batches, so their first layers are one matrix product, and every layer
-    has its exact size (no padding). All groups train in one jitted program
-    whose shape does not depend on how many models are still training: a
-    group whose models have all stopped is skipped by a branch, so a fresh
-    process compiles once per (grouping, data shape).
+    The models are grouped into blocks (:func:`_plan`): a block's models share
+    their mini-batches, so their first layers are one matrix product, and every
+    layer has its exact size (no padding). The blocks are dealt into ``parts``
+    programs of about equal arithmetic (:func:`_deal`); each program's shape
+    does not depend on how many models are still training (a block whose
+    models have all stopped is skipped by a branch), so a fresh process
+    compiles once per (part, data shape).
 
     Args:
       X: (n, d) float32 training points.
@@ -681,6 +689,11 @@ def train_mlps(
       pad_to: (H1, H2) of the returned (padded) parameters; default the largest
         sizes among the M models.
       progress: show a bar over epochs (:mod:`geomcore.progress`).
+      parts: how many compiled programs the blocks are dealt into (each
+        trains its models on its own, concurrently on a thread each). None:
+        2 on a CPU backend (one program per core of this project's machines;
+        a fixed count, so results do not depend on the number of cores), 1 on
+        an accelerator (every model in one program). Only speed depends on it.
 
     Returns:
       _Trained with padded parameters (numpy, caller's order), masks, epochs
@@ -697,8 +710,115 @@ def train_mlps(
     n_pad = max(n_batches * bs, n_full * bs + tail)
     h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
     h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]
-    blocks, order, distinct = _plan(hidden_sizes, alphas, seeds)
+    if parts is None:
+        parts = 2 if jax.default_backend() == "cpu" else 1
+    Xp = np.zeros((n_pad, d), np.float32)
+    Xp[:n] = X
+    yp = np.zeros(n_pad, np.int32)
+    yp[:n] = codes
+    data = (jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n))
+    static = dict(
+        batch_size=bs, n_batches=n_batches, tail=tail, chunk=_EPOCH_CHUNK,
+        max_iter=int(max_iter), tol=float(tol), n_iter_no_change=int(n_iter_no_change),
+        lr=float(learning_rate), b1=0.9, b2=0.999, eps=1e-8,
+    )
+    out = _Trained(
+        params=(
+            np.zeros((M, d, h1p), np.float32), np.zeros((M, h1p), np.float32),
+            np.zeros((M, h1p, h2p), np.float32), np.zeros((M, h2p), np.float32),
+            np.zeros((M, h2p, n_classes), np.float32), np.zeros((M, n_classes), np.float32),
+        ),
+        m1=np.zeros((M, h1p), np.float32),
+        m2=np.zeros((M, h2p), np.float32),
+        n_iter=np.zeros(M, np.int32),
+        loss=np.zeros(M, np.float32),
+        converged=np.zeros(M, bool),
+    )
+    groups = _deal(hidden_sizes, alphas, seeds, d, n_classes, int(parts))
+    with progress_bar(max_iter, desc, unit="epoch", enabled=progress, leave=False) as bar:
+        report = _PartsProgress(bar, len(groups))
 
+        def run(k):
+            _train_part(
+                groups[k], data, n_classes, hidden_sizes, alphas, seeds, static, out,
+                n_iter_no_change=int(n_iter_no_change), report=functools.partial(report, k),
+            )
+
+        if len(groups) > 1:
+            # XLA releases the GIL while a program runs: the parts' programs run
+            # at once, each on its own core (a single program of many small
+            # products keeps about 1.7 of 2 cores busy).
+            with ThreadPoolExecutor(len(groups), thread_name_prefix="geomcore-mlp") as pool:
+                list(pool.map(run, range(len(groups))))
+        else:
+            run(0)
+    if not out.converged.all():
+        logger.warning(
+            "%d of %d MLPs reached max_iter=%d without the loss settling (tol=%g).",
+            int((~out.converged).sum()), M, max_iter, tol,
+        )
+    return out
+
+
+def _deal(hidden_sizes, alphas, seeds, d: int, n_classes: int, parts: int) -> list[np.ndarray]:
+    """Deal the models into at most ``parts`` lists (caller's indices) of about equal work.
+
+    Whole blocks of :func:`_plan`'s key (seed, H1, largest alpha or not) are
+    dealt, largest first, each to the part with the least work so far. A
+    model's work per step is its products' size, d H1 + H1 H2 + H2 C, doubled
+    for the largest alpha (those models train about twice as long). The
+    result depends only on the models, never on the machine.
+    """
+    top = max(float(a) for a in alphas)
+    by_key: dict = {}
+    cost: dict = {}
+    for m, ((h1, h2), a, s) in enumerate(zip(hidden_sizes, alphas, seeds)):
+        key = (int(s), int(h1), float(a) == top)
+        by_key.setdefault(key, []).append(m)
+        work = d * int(h1) + int(h1) * int(h2) + int(h2) * n_classes
+        cost[key] = cost.get(key, 0) + work * (2 if key[2] else 1)
+    load = [0] * max(1, min(parts, len(by_key)))
+    dealt: list[list[int]] = [[] for _ in load]
+    for key in sorted(by_key, key=lambda k: (-cost[k], k)):
+        p = min(range(len(load)), key=lambda i: (load[i], i))
+        load[p] += cost[key]
+        dealt[p].extend(by_key[key])
+    return [np.array(sorted(ms), np.int64) for ms in dealt if ms]
+
+
+class _PartsProgress:
+    """One bar for several parts: it shows the fewest epochs among the parts
+    still training (the run ends when the last part does) and the models
+    still training in all of them."""
+
+    def __init__(self, bar, n: int):
+        import threading
+
+        self.bar, self.lock = bar, threading.Lock()
+        self.epoch, self.active, self.shown = [0] * n, [None] * n, 0
+
+    def __call__(self, k: int, epoch: int, active: int) -> None:
+        with self.lock:
+            self.epoch[k], self.active[k] = epoch, active
+            running = [e for e, a in zip(self.epoch, self.active) if a != 0]
+            at = min(running) if running else max(self.epoch)
+            if at > self.shown:
+                self.bar.update(at - self.shown)
+                self.shown = at
+            self.bar.set_postfix(active=sum(a for a in self.active if a))
+
+
+def _train_part(models, data, n_classes, hidden_sizes, alphas, seeds, static, out, *,
+                n_iter_no_change, report) -> None:
+    """Train the caller's models ``models`` in one program; write them into ``out``."""
+    d = data[0].shape[1]
+    sub = [int(m) for m in models]
+    # The call's largest alpha, not the part's: the blocking (hence the program)
+    # of a part must not depend on the alphas of the other parts.
+    blocks, order, distinct = _plan([hidden_sizes[m] for m in sub], [alphas[m] for m in sub],
+                                    [seeds[m] for m in sub], top=max(map(float, alphas)))
+    order = np.asarray(sub, np.int64)[order]  # block order -> the caller's indices
+    M = order.size
     host = [_init_model(d, n_classes, int(hidden_sizes[m][0]), int(hidden_sizes[m][1]),
                         int(seeds[m])) for m in order]
     params, off = [], 0
@@ -732,41 +852,19 @@ def train_mlps(
         loss=np.full(M, np.nan, np.float32),
     )
     state = jax.device_put(state)  # one transfer for the whole tree
-    Xp = np.zeros((n_pad, d), np.float32)
-    Xp[:n] = X
-    yp = np.zeros(n_pad, np.int32)
-    yp[:n] = codes
     keys = jnp.asarray(np.stack([np.asarray(jax.random.PRNGKey(s + 1_000_003)) for s in distinct]))
     alpha = jnp.asarray(np.asarray(alphas, np.float32)[order])
-    data = (jnp.asarray(Xp), jnp.asarray(yp), jnp.int32(n))
-    static = dict(
-        blocks=blocks, batch_size=bs, n_batches=n_batches, tail=tail, chunk=_EPOCH_CHUNK,
-        max_iter=int(max_iter), tol=float(tol), n_iter_no_change=int(n_iter_no_change),
-        lr=float(learning_rate), b1=0.9, b2=0.999, eps=1e-8,
-    )
-    done = 0
-    with progress_bar(max_iter, desc, unit="epoch", enabled=progress, leave=False) as bar:
-        while True:
-            state = _run_chunk(state, keys, alpha, *data, **static)
-            epoch = int(state.epoch)  # the one host sync per chunk of epochs
-            n_active = int(np.asarray(state.active).sum())
-            bar.update(epoch - done)
-            bar.set_postfix(active=n_active)
-            done = epoch
-            if n_active == 0 or epoch >= max_iter:
-                break
+    max_iter = static["max_iter"]
+    while True:
+        state = _run_chunk(state, keys, alpha, *data, blocks=blocks, **static)
+        epoch = int(state.epoch)  # the one host sync per chunk of epochs
+        n_active = int(np.asarray(state.active).sum())
+        report(epoch, n_active)
+        if n_active == 0 or epoch >= max_iter:
+            break
 
-    # Back to the caller's order, padded to (h1p, h2p) for prediction.
-    inv = np.empty(M, np.int64)
-    inv[order] = np.arange(M)
-    W1 = np.zeros((M, d, h1p), np.float32)
-    B1 = np.zeros((M, h1p), np.float32)
-    W2 = np.zeros((M, h1p, h2p), np.float32)
-    B2 = np.zeros((M, h2p), np.float32)
-    W3 = np.zeros((M, h2p, n_classes), np.float32)
-    B3 = np.zeros((M, n_classes), np.float32)
-    m1 = np.zeros((M, h1p), np.float32)
-    m2 = np.zeros((M, h2p), np.float32)
+    # Into the caller's rows of ``out``, padded to its (h1p, h2p) for prediction.
+    W1, B1, W2, B2, W3, B3 = out.params
     off = 0
     for blk, p in zip(blocks, state.params):
         w1, b1 = np.asarray(p[0]), np.asarray(p[1])
@@ -782,27 +880,15 @@ def train_mlps(
                 B2[m, : g.h2] = b2[q]
                 W3[m, : g.h2] = w3[q].T
                 B3[m] = b3[q]
-                m1[m, :h1] = 1.0
-                m2[m, : g.h2] = 1.0
+                out.m1[m, :h1] = 1.0
+                out.m2[m, : g.h2] = 1.0
                 j += 1
         off += blk.k
-    n_iter = np.asarray(state.n_iter)[inv]
+    out.n_iter[order] = np.asarray(state.n_iter)
+    out.loss[order] = np.asarray(state.loss)
     # A model that stopped by the tolerance rule before max_iter converged; one
     # that used all epochs did not (scikit-learn's ConvergenceWarning case).
-    converged = np.asarray(state.no_improve)[inv] > n_iter_no_change
-    if not converged.all():
-        logger.warning(
-            "%d of %d MLPs reached max_iter=%d without the loss settling (tol=%g).",
-            int((~converged).sum()), M, max_iter, tol,
-        )
-    return _Trained(
-        params=(W1, B1, W2, B2, W3, B3),
-        m1=m1,
-        m2=m2,
-        n_iter=n_iter,
-        loss=np.asarray(state.loss)[inv],
-        converged=converged,
-    )
+    out.converged[order] = np.asarray(state.no_improve) > n_iter_no_change
 
 
 def _predict_codes(trained: _Trained, X: np.ndarray) -> np.ndarray:

@@ -157,6 +157,64 @@ def test_a_model_trains_the_same_alone_or_in_a_group():
         assert np.all(W3g[h2:] == 0)
 
 
+def test_parts_run_concurrently_and_train_the_same_models():
+    """Dealing the blocks into two programs on two threads trains the same
+    models as one program (same epochs, same weights); every model lands in
+    exactly one part, a block (seed, H1, largest alpha or not) is never split,
+    and the parts carry about equal work."""
+    X, y = _xor_blobs(40, seed=22)
+    codes = (y == "odd").astype(np.int32)
+    Xf = X.astype(np.float32)
+    sizes = [(8, 8), (4, 6), (2, 3), (4, 6), (8, 4), (2, 2)]
+    alphas = [1e-2, 1e-3, 1e-1, 1e-4, 1e-1, 1e-3]
+    seeds = [1, 5, 2, 5, 1, 2]
+    kw = dict(max_iter=60, tol=3e-3, n_iter_no_change=2)
+    one = train_mlps(Xf, codes, 2, sizes, alphas, seeds, parts=1, **kw)
+    two = train_mlps(Xf, codes, 2, sizes, alphas, seeds, parts=2, **kw)
+    assert len(set(one.n_iter.tolist())) > 1
+    np.testing.assert_array_equal(one.n_iter, two.n_iter)
+    for a, b in zip(one.params, two.params):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+    dealt = mlp._deal(sizes, alphas, seeds, 2, 2, 2)
+    assert len(dealt) == 2
+    assert sorted(np.concatenate(dealt).tolist()) == list(range(len(sizes)))
+    part_of = {int(m): k for k, ms in enumerate(dealt) for m in ms}
+    key = [(s, h[0], a == 1e-1) for h, a, s in zip(sizes, alphas, seeds)]
+    for i in range(len(sizes)):
+        for j in range(len(sizes)):
+            if key[i] == key[j]:
+                assert part_of[i] == part_of[j]
+    # a grid of equal blocks splits evenly
+    grid = mlp._deal([(32, 32)] * 8, [1e-3] * 8, list(range(8)), 10, 3, 2)
+    assert sorted(len(ms) for ms in grid) == [4, 4]
+
+
+def test_parts_progress_shows_the_slowest_running_part():
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            assert k > 0
+            self.n += k
+
+        def set_postfix(self, **kw):
+            self.active = kw["active"]
+
+    bar = Bar()
+    report = mlp._PartsProgress(bar, 2)
+    report(0, 20, 5)
+    assert bar.n == 0 and bar.active == 5  # part 1 has not reported yet
+    report(1, 20, 3)
+    assert bar.n == 20 and bar.active == 8
+    report(0, 40, 0)  # part 0 is done: part 1's epochs count
+    assert bar.n == 20 and bar.active == 3
+    report(1, 60, 1)
+    assert bar.n == 60
+    report(1, 80, 0)
+    assert bar.n == 80 and bar.active == 0
+
+
 def test_one_program_whatever_the_models_still_training():
     """The grid's program does not depend on when models stop: a second call whose
     models stop at other epochs (other alphas and seed) compiles nothing new."""

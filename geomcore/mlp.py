@@ -28,9 +28,11 @@ more than ``tol`` for more than ``n_iter_no_change`` consecutive epochs, or afte
 scikit-learn's ``_init_coef``: U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
 biases too.
 
-Batching. All models of a call train in one jitted program. Models are put
-in blocks of one seed and one H1, the models with the call's largest alpha
-apart (they train longest); a block's first layers are one matrix W1 (K H1, d), so a mini-batch
+Batching. Models are put in blocks of one seed and one H1, the models with
+the call's largest alpha apart (they train longest). On a CPU the blocks are
+dealt into two jitted programs of about equal arithmetic that run at once, one
+per core (a single program of many small products leaves part of the
+second core idle); on an accelerator every block is in one program. A block's first layers are one matrix W1 (K H1, d), so a mini-batch
 meets them all in one product, and its second and third layers are products
 batched over the models of one (H1, H2). Parameters are stored transposed
 (units x inputs) so that every product has the model axis leading and needs
@@ -44,8 +46,9 @@ models stop, so it compiles once per (blocks, data shape) and, with the
 persistent compilation cache (:mod:`geomcore.compile_cache`), once per
 machine. Epochs run in device loops (``lax.while_loop`` of ``lax.scan`` over
 mini-batches) with one host sync per chunk of epochs. The data stay on the
-device in float32, padded to a bucketed number of mini-batches; each
-mini-batch is an index gather. The permutation of an epoch is drawn per point
+device in float32, padded to a bucketed number of full mini-batches plus
+the partial last one (n mod batch size points, as scikit-learn's), which runs
+at its own bucketed size; each mini-batch is an index gather. The permutation of an epoch is drawn per point
 index (``fold_in``) so it depends only on the seed, the epoch and the true
 number of points, never on the padding; models with the same seed (a grid
 search) share it and their mini-batches.

@@ -32,8 +32,9 @@ Batching. Models are put in blocks of one seed and one H1, the models with
 the call's largest alpha apart (they train longest). On a CPU the blocks are
 dealt into two jitted programs of about equal arithmetic that run at once, one
 per core (a single program of many small products leaves part of the
-second core idle); on an accelerator every block is in one program. A block's first layers are one matrix W1 (K H1, d), so a mini-batch
-meets them all in one product, and its second and third layers are products
+second core idle); on an accelerator every block is in one program. A
+block's first layers are one matrix W1 (K H1, d), so a mini-batch meets them
+all in one product, and its second and third layers are products
 batched over the models of one (H1, H2). Parameters are stored transposed
 (units x inputs) so that every product has the model axis leading and needs
 no transposes. A step computes every model of a block and masks the stopped
@@ -48,10 +49,11 @@ machine. Epochs run in device loops (``lax.while_loop`` of ``lax.scan`` over
 mini-batches) with one host sync per chunk of epochs. The data stay on the
 device in float32, padded to a bucketed number of full mini-batches plus
 the partial last one (n mod batch size points, as scikit-learn's), which runs
-at its own bucketed size; each mini-batch is an index gather. The permutation of an epoch is drawn per point
-index (``fold_in``) so it depends only on the seed, the epoch and the true
-number of points, never on the padding; models with the same seed (a grid
-search) share it and their mini-batches.
+at its own bucketed size; each mini-batch is an index gather. The
+permutation of an epoch is drawn per point index (``fold_in``) so it
+depends only on the seed, the epoch and the true number of points, never on
+the padding; models with the same seed (a grid search) share it and their
+mini-batches.
 
 Differences from scikit-learn worth knowing: two classes use a 2-way softmax
 (scikit-learn uses one logistic unit; same decision function family); Adam

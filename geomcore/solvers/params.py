@@ -32,6 +32,10 @@ class WorkingSetParams:
       Gram matrix, factor and rows, about 2 MB at d = 384 and 3 MB at d = 768:
       this bounds memory); None: as many as fit in ``wave_bytes``.
     wave_bytes: the memory budget of a wave when ``max_active`` is None.
+    price_block: directions per pricing product (shared pricing: a set's
+      points are read once per block of this many pairs' directions; 1 prices
+      every pair on its own). A pair's certificates depend on this width, not
+      on the other pairs in its block.
     """
 
     start: int = 32
@@ -42,6 +46,11 @@ class WorkingSetParams:
     threads: int = 2
     max_active: int | None = None
     wave_bytes: int = 512 << 20
+    price_block: int = 8
+
+    def __post_init__(self):
+        if int(self.price_block) < 1:
+            raise ValueError(f"`price_block` must be at least 1; got {self.price_block!r}.")
 
 
 @dataclass(frozen=True)

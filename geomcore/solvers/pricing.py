@@ -25,12 +25,16 @@ __all__ = ["certify_all"]
 _BLOCK = 8
 
 
-def pair_scores(sets, ij, ws, pool=None) -> list[tuple[np.ndarray, np.ndarray]]:
+def pair_scores(
+    sets, ij, ws, pool=None, block: int = _BLOCK
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Scores ``(X_i @ w_k, X_j @ w_k)`` of each pair k = (i, j) of ``ij`` on its
     direction ``ws[k]``, from one product per set.
 
     With ``pool`` (an executor) the sets' products run on its threads; each
     product is the same computation either way, so the scores are too.
+    ``block``: directions per product (1: every pair priced on its own, a
+    matrix-vector product per set and pair; the engine's ablation baseline).
     """
     by_set: dict[int, list[tuple[int, int]]] = {}
     for k, (i, j) in enumerate(ij):
@@ -41,13 +45,13 @@ def pair_scores(sets, ij, ws, pool=None) -> list[tuple[np.ndarray, np.ndarray]]:
     def one(s):
         X = sets[s]
         cols = by_set[s]
-        for b0 in range(0, len(cols), _BLOCK):
-            block = cols[b0 : b0 + _BLOCK]
-            W = np.zeros((_BLOCK, X.shape[1]))
-            for row, (k, _) in enumerate(block):
+        for b0 in range(0, len(cols), block):
+            part = cols[b0 : b0 + block]
+            W = np.zeros((block, X.shape[1]))
+            for row, (k, _) in enumerate(part):
                 W[row] = ws[k]
             S = W @ X.T  # (block, n_s): each pair's scores contiguous
-            for row, (k, side) in enumerate(block):
+            for row, (k, side) in enumerate(part):
                 scores[k][side] = S[row]
 
     order = sorted(by_set, key=lambda s: -sets[s].shape[0] * len(by_set[s]))  # big first

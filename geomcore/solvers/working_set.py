@@ -230,7 +230,8 @@ def _run(sets, work: list[_Pair], *, tol, rtol, decide, params, any_only, on_don
         else:
             levels = [p.hull_points(sets) for p in active]
         scores = pair_scores(
-            sets, [(p.i, p.j) for p in active], [u - v for u, v in levels], pool=pool
+            sets, [(p.i, p.j) for p in active], [u - v for u, v in levels], pool=pool,
+            block=params.price_block,
         )
         still = []
         n_done = 0
@@ -380,7 +381,8 @@ def solve_working_sets(
             dirs[k] = levels[k][0] - levels[k][1]
     scored = [k for k in range(len(ij)) if shared[k] is None]
     scores = dict(
-        zip(scored, pair_scores(sets, [ij[k] for k in scored], [dirs[k] for k in scored]))
+        zip(scored, pair_scores(sets, [ij[k] for k in scored], [dirs[k] for k in scored],
+                                block=params.price_block))
     )
     d = sets[0].shape[1]
     todo, done = [], {}

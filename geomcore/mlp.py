@@ -505,9 +505,11 @@ def _run_chunk(
             return (tuple(new_p), tuple(new_mu), tuple(new_nu), t, acc + jnp.concatenate(parts))
 
         def batch(carry, b):
-            # Full mini-batches only; batches past the data (bucket padding) run no model.
+            # With a tail, whole mini-batches only; batches past the data (bucket
+            # padding) run no model.
             start = b * batch_size
-            return step(carry, start, batch_size, start + batch_size <= n_real), None
+            real = (start + batch_size <= n_real) if tail else (start < n_real)
+            return step(carry, start, batch_size, real), None
 
         zero = jnp.zeros_like(st.loss)
         carry, _ = jax.lax.scan(
@@ -709,9 +711,14 @@ def train_mlps(
     bs = min(200, n) if batch_size is None else min(int(batch_size), n)
     # Full mini-batches in a bucketed scan (a program serves nearby n), then the
     # partial one at its own size: on 433 points 200 + 200 + 48 rows, not 3 x 200.
+    # That compiles the step a second time, so it is done only where it saves
+    # at least an eighth of an epoch's rows; otherwise the partial batch is
+    # padded to a whole one (381 points: 200 + 200).
     n_full, rest = divmod(n, bs)
-    n_batches = _bucket(n_full * bs, bs) // bs
     tail = min(bs, _bucket(rest, 8)) if rest else 0
+    if tail and (bs - tail) * 8 < (n_full + 1) * bs:
+        n_full, tail = n_full + 1, 0
+    n_batches = _bucket(n_full * bs, bs) // bs
     n_pad = max(n_batches * bs, n_full * bs + tail)
     h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
     h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]

@@ -69,17 +69,19 @@ def test_model_loss_matches_numpy_reference():
     np.testing.assert_allclose(float(got), ref, rtol=1e-5)
 
 
-def test_epochs_match_a_loop_over_sklearn_batches():
+@pytest.mark.parametrize("n", [85, 117])
+def test_epochs_match_a_loop_over_sklearn_batches(n):
     """Two epochs of one model against a plain loop: the epoch's permutation cut
-    into scikit-learn's ``gen_batches`` (two full batches of 10 and a partial
-    one of 3 of the 23 points), the loss of each batch (``_model_loss``, itself
-    checked against numpy above) differentiated on exactly its rows, and
-    optax's Adam in float64 (eps outside the bias correction)."""
+    into scikit-learn's ``gen_batches`` (two full batches of 40 and a partial
+    one: 5 points, run at its own size, or 37, padded to a whole batch), the
+    loss of each batch (``_model_loss``, itself checked against numpy above)
+    differentiated on exactly its rows, and optax's Adam in float64 (eps
+    outside the bias correction)."""
     from sklearn.utils import gen_batches
 
-    X, y = _xor_blobs(6, seed=21)
-    X, y = X[:23].astype(np.float32), (y[:23] == "odd").astype(np.int32)
-    n, bs, alpha, lr, seed, epochs = 23, 10, 1e-2, 1e-3, 4, 2
+    X, y = _xor_blobs(30, seed=21)
+    X, y = X[:n].astype(np.float32), (y[:n] == "odd").astype(np.int32)
+    bs, alpha, lr, seed, epochs = 40, 1e-2, 1e-3, 4, 2
     got = train_mlps(X, y, 2, [(5, 3)], [alpha], [seed], max_iter=epochs, batch_size=bs,
                      learning_rate=lr)
     assert got.n_iter[0] == epochs

@@ -231,6 +231,21 @@ def test_same_answer_on_one_thread_or_two_and_in_any_batch(rng):
             assert np.array_equal(getattr(part, f), getattr(one, f)[rows]), (rows, f)
 
 
+@pytest.mark.parametrize("block", [1, 3])
+def test_any_pricing_block_against_highs_and_the_qp(rng, block):
+    """Pricing every pair alone (the ablation of shared pricing) or in blocks
+    of another width changes only the products' shapes: every answer is still
+    HiGHS' decision and the QP's distance."""
+    sizes = rng.integers(20, 160, size=6)
+    sets = [rng.normal(size=(n, 9)) + 1.1 * rng.normal(size=9) for n in sizes]
+    iu, ju = np.triu_indices(6, 1)
+    pairs = np.stack([iu, ju], 1)
+    params = EngineParams(path="host", host=WorkingSetParams(price_block=block))
+    _check(solve_pairs(sets, pairs, params=params), sets, pairs)
+    with pytest.raises(ValueError, match="price_block"):
+        WorkingSetParams(price_block=0)
+
+
 def test_warm_start_from_moved_points(rng):
     sizes = [200, 150, 180]
     sets = [rng.normal(size=(n, 10)) + 2.0 * k for k, n in enumerate(sizes)]

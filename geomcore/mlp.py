@@ -339,16 +339,21 @@ class _Group(NamedTuple):
 
 
 class _Block(NamedTuple):
-    """Static description of one block: the models of one seed slot and one H1.
+    """Static description of one block: the models of one H1 and one seed slot,
+    or of one H1 and as many seeds as models.
 
-    Their first layers are one matrix W1 (d, K H1) (model j owns columns
-    j H1 .. (j + 1) H1), so a mini-batch meets all of them in one product;
-    ``groups`` split the block by H2 (consecutive models).
+    Their first layers are one matrix W1T (K H1, d) (model j owns rows
+    j H1 .. (j + 1) H1). With one seed (``slots`` empty) a mini-batch meets
+    all of them in one product; with one seed per model (``slots[j]`` is model
+    j's, a retrain over seeds) each model takes its own mini-batch and the
+    first layer is a product batched over the models. ``groups`` split the
+    block by H2 (consecutive models).
     """
 
     slot: int
     h1: int
     groups: tuple  # of _Group
+    slots: tuple = ()
 
     @property
     def k(self) -> int:
@@ -378,15 +383,23 @@ def _block_losses(p, blk: _Block, alpha, xbT, yb, weight, count):
     products batched over each group's models.
     """
     W1T, b1, W2s, b2s, W3s, b3s = p
-    B = xbT.shape[1]
-    a1 = jax.nn.relu(W1T @ xbT + b1[:, None]).reshape(blk.k, blk.h1, B)
-    onehot = (yb[None, :] == jnp.arange(W3s[0].shape[1])[:, None]).astype(jnp.float32)  # (C, B)
+    C = W3s[0].shape[1]
+    if blk.slots:  # one mini-batch per model: xbT (K, d, B), yb (K, B)
+        B = xbT.shape[2]
+        W1 = W1T.reshape(blk.k, blk.h1, W1T.shape[1])
+        a1 = jax.nn.relu(jnp.einsum("khd,kdb->khb", W1, xbT) + b1.reshape(blk.k, blk.h1, 1))
+        onehot = (yb[:, None, :] == jnp.arange(C)[None, :, None]).astype(jnp.float32)  # (K, C, B)
+    else:  # one mini-batch for all: xbT (d, B), yb (B,)
+        B = xbT.shape[1]
+        a1 = jax.nn.relu(W1T @ xbT + b1[:, None]).reshape(blk.k, blk.h1, B)
+        onehot = (yb[None, :] == jnp.arange(C)[:, None]).astype(jnp.float32)  # (C, B)
     out, o = [], 0
     for gi, g in enumerate(blk.groups):
         a = a1[o : o + g.k]  # (k, H1, B)
+        oh = onehot[o : o + g.k] if blk.slots else onehot
         a2 = jax.nn.relu(jnp.einsum("kji,kib->kjb", W2s[gi], a) + b2s[gi][:, :, None])
         z3 = jnp.einsum("kcj,kjb->kcb", W3s[gi], a2) + b3s[gi][:, :, None]
-        nll = -jnp.sum(jax.nn.log_softmax(z3, axis=1) * onehot, axis=1)  # (k, B)
+        nll = -jnp.sum(jax.nn.log_softmax(z3, axis=1) * oh, axis=1)  # (k, B)
         l2 = jnp.sum(W2s[gi] ** 2, axis=(1, 2)) + jnp.sum(W3s[gi] ** 2, axis=(1, 2))
         out.append(nll @ weight + 0.5 * alpha[o : o + g.k] * l2)
         o += g.k
@@ -496,7 +509,9 @@ def _run_chunk(
                 run = (real & jnp.any(act)).astype(jnp.int32)
                 p, m, v, part = block_step(
                     blk, lo, params[bi], mu[bi], nu[bi], tf, act,
-                    xbT[blk.slot], yb[blk.slot], weight, count, run,
+                    *((xbT[np.array(blk.slots)], yb[np.array(blk.slots)]) if blk.slots
+                      else (xbT[blk.slot], yb[blk.slot])),
+                    weight, count, run,
                 )
                 new_p.append(p)
                 new_mu.append(m)
@@ -620,7 +635,8 @@ def _init_model(d: int, n_classes: int, h1: int, h2: int, seed: int) -> tuple:
 
 def _plan(hidden_sizes, alphas, seeds, top: float | None = None
           ) -> tuple[tuple[_Block, ...], np.ndarray, list[int]]:
-    """Group the models into blocks by (seed, H1, largest alpha or not), within a block by H2.
+    """Group the models into blocks by (seed, H1, largest alpha or not), within a block by H2;
+    models of one (H1, alpha class) with all different seeds make one block.
 
     Whether a model has the call's largest L2 weight is part of the block key
     because it sets how long a model trains (on PS-role the alpha = 0.1 models
@@ -635,20 +651,37 @@ def _plan(hidden_sizes, alphas, seeds, top: float | None = None
     does not depend on the other parts).
 
     Returns (blocks, order, distinct seeds): ``order`` lists the caller's model
-    indices in block order; ``blocks[i].slot`` indexes the distinct seeds
-    (models with one seed share their mini-batches, hence one first-layer
-    product).
+    indices in block order; ``blocks[i].slot`` (or ``slots``, one per model)
+    indexes the distinct seeds (models with one seed share their
+    mini-batches, hence one first-layer product).
     """
     distinct = list(dict.fromkeys(int(s) for s in seeds))
     top = max(float(a) for a in alphas) if top is None else float(top)
-    members: dict[tuple[int, int, bool], dict[int, list[int]]] = {}
-    for m, ((h1, h2), a, s) in enumerate(zip(hidden_sizes, alphas, seeds)):
-        key = (distinct.index(int(s)), int(h1), float(a) == top)
-        members.setdefault(key, {}).setdefault(int(h2), []).append(m)
+    slot_of = [distinct.index(int(s)) for s in seeds]
+    by_key: dict[tuple[int, bool], list[int]] = {}
+    for m, ((h1, _), a) in enumerate(zip(hidden_sizes, alphas)):
+        by_key.setdefault((int(h1), float(a) == top), []).append(m)
+    # Models of one (H1, alpha class) whose seeds are all different (a retrain
+    # over seeds) form one block with a mini-batch each; otherwise a block per
+    # seed, whose models share their mini-batches.
+    members: list[tuple[int, int, bool, dict[int, list[int]]]] = []
+    for (h1, _), ms in by_key.items():
+        slots = [slot_of[m] for m in ms]
+        per_model = len(ms) > 1 and len(set(slots)) == len(ms)
+        for slot in ([-1] if per_model else list(dict.fromkeys(slots))):
+            by_h2: dict[int, list[int]] = {}
+            for m in ms:
+                if per_model or slot_of[m] == slot:
+                    by_h2.setdefault(int(hidden_sizes[m][1]), []).append(m)
+            members.append((slot, h1, per_model, by_h2))
     blocks, order = [], []
-    for (slot, h1, _), by_h2 in members.items():
-        blocks.append(_Block(slot, h1, tuple(_Group(h1, h2, len(ms)) for h2, ms in by_h2.items())))
-        order.extend(m for ms in by_h2.values() for m in ms)
+    for slot, h1, per_model, by_h2 in members:
+        ms = [m for group in by_h2.values() for m in group]
+        blocks.append(_Block(
+            max(slot, 0), h1, tuple(_Group(h1, h2, len(g)) for h2, g in by_h2.items()),
+            tuple(slot_of[m] for m in ms) if per_model else (),
+        ))
+        order.extend(ms)
     return tuple(blocks), np.array(order, np.int64), distinct
 
 

@@ -159,6 +159,30 @@ def test_a_model_trains_the_same_alone_or_in_a_group():
         assert np.all(W3g[h2:] == 0)
 
 
+def test_models_of_distinct_seeds_train_in_one_block_as_alone():
+    """A retrain over seeds (every model its own seed, so its own mini-batches)
+    is one block with a batched first layer; each model still trains as it
+    does alone, with mixed H2 in the block and a largest-alpha model apart."""
+    X, y = _xor_blobs(30, seed=23)
+    codes = (y == "odd").astype(np.int32)
+    Xf = X.astype(np.float32)
+    sizes = [(6, 4), (6, 4), (6, 3), (6, 4)]
+    alphas = [1e-3, 1e-3, 1e-3, 1e-1]
+    seeds = [11, 12, 13, 14]
+    blocks, _, _ = mlp._plan(sizes, alphas, seeds)
+    assert [len(b.slots) for b in blocks] == [3, 0]  # three seeds in one block; one apart
+    kw = dict(max_iter=50, tol=3e-3, n_iter_no_change=2, batch_size=40)  # 3 batches, a tail
+    group = train_mlps(Xf, codes, 2, sizes, alphas, seeds, parts=1, **kw)
+    for m, (hs, a, s) in enumerate(zip(sizes, alphas, seeds)):
+        alone = train_mlps(Xf, codes, 2, [hs], [a], [s], **kw)
+        assert group.n_iter[m] == alone.n_iter[0]
+        h1, h2 = hs
+        for g, ref, cut in zip(group.params, alone.params,
+                               (np.s_[:, :h1], np.s_[:h1], np.s_[:h1, :h2], np.s_[:h2],
+                                np.s_[:h2], np.s_[:])):
+            np.testing.assert_allclose(g[m][cut], ref[0], atol=2e-5)
+
+
 def test_parts_run_concurrently_and_train_the_same_models():
     """Dealing the blocks into two programs on two threads trains the same
     models as one program (same epochs, same weights); every model lands in

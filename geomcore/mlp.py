@@ -29,10 +29,13 @@ scikit-learn's ``_init_coef``: U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
 biases too.
 
 Batching. Models are put in blocks of one seed and one H1, the models with
-the call's largest alpha apart (they train longest). On a CPU the blocks are
-dealt into two jitted programs of about equal arithmetic that run at once, one
-per core (a single program of many small products leaves part of the
-second core idle); on an accelerator every block is in one program. A
+the call's largest alpha apart (they train longest); a retrain over seeds is
+one block whose models take a mini-batch each. On a CPU the blocks are dealt
+into three jitted programs of about equal arithmetic that run at once on
+their own threads (a single program of many small products leaves part of a
+second core idle; three programs on two cores also even out coarse blocks,
+such as five retrain seeds); on an accelerator every block is in one
+program. A
 block's first layers are one matrix W1 (K H1, d), so a mini-batch meets them
 all in one product, and its second and third layers are products
 batched over the models of one (H1, H2). Parameters are stored transposed
@@ -731,9 +734,10 @@ def train_mlps(
       progress: show a bar over epochs (:mod:`geomcore.progress`).
       parts: how many compiled programs the blocks are dealt into (each
         trains its models on its own, concurrently on a thread each). None:
-        2 on a CPU backend (one program per core of this project's machines;
-        a fixed count, so results do not depend on the number of cores), 1 on
-        an accelerator (every model in one program). Only speed depends on it.
+        3 on a CPU backend (fixed, not the number of cores, so that results
+        do not depend on the machine), 1 on an accelerator (every model in
+        one program). The models are the same whatever the dealing, up to
+        float32 rounding (which can move a stopping epoch).
 
     Returns:
       _Trained with padded parameters (numpy, caller's order), masks, epochs
@@ -756,7 +760,7 @@ def train_mlps(
     h1p = max(h for h, _ in hidden_sizes) if pad_to is None else pad_to[0]
     h2p = max(h for _, h in hidden_sizes) if pad_to is None else pad_to[1]
     if parts is None:
-        parts = 2 if jax.default_backend() == "cpu" else 1
+        parts = 3 if jax.default_backend() == "cpu" else 1
     Xp = np.zeros((n_pad, d), np.float32)
     Xp[:n] = X
     yp = np.zeros(n_pad, np.int32)

@@ -35,9 +35,8 @@ into three jitted programs of about equal arithmetic that run at once on
 their own threads (a single program of many small products leaves part of a
 second core idle; three programs on two cores also even out coarse blocks,
 such as five retrain seeds); on an accelerator every block is in one
-program. A
-block's first layers are one matrix W1 (K H1, d), so a mini-batch meets them
-all in one product, and its second and third layers are products
+program. A block's first layers are one matrix W1 (K H1, d), so a mini-batch
+meets them all in one product, and its second and third layers are products
 batched over the models of one (H1, H2). Parameters are stored transposed
 (units x inputs) so that every product has the model axis leading and needs
 no transposes. A step computes every model of a block and masks the stopped

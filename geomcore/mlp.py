@@ -68,6 +68,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Sequence
 
@@ -705,7 +706,7 @@ def train_mlps(
     desc: str = "mlp",
     parts: int | None = None,
 ) -> _Trained:
-    """Train M two-hidden-layer MLPs on the same data at once (one compiled program).
+    """Train M two-hidden-layer MLPs on the same data at once (a few compiled programs).
 
     Low-level entry point behind :func:`mlp_probe` and :class:`MLPProbe`; inputs
     are trusted (validated by the callers).
@@ -794,8 +795,8 @@ def train_mlps(
 
         if len(groups) > 1:
             # XLA releases the GIL while a program runs: the parts' programs run
-            # at once, each on its own core (a single program of many small
-            # products keeps about 1.7 of 2 cores busy).
+            # at once (a single program of many small products left part of a
+            # second core idle; more programs than cores even out coarse parts).
             with ThreadPoolExecutor(len(groups), thread_name_prefix="geomcore-mlp") as pool:
                 list(pool.map(run, range(len(groups))))
         else:
@@ -840,8 +841,6 @@ class _PartsProgress:
     still training in all of them."""
 
     def __init__(self, bar, n: int):
-        import threading
-
         self.bar, self.lock = bar, threading.Lock()
         self.epoch, self.active, self.shown = [0] * n, [None] * n, 0
 

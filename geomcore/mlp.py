@@ -783,13 +783,14 @@ def train_mlps(
         loss=np.zeros(M, np.float32),
         converged=np.zeros(M, bool),
     )
-    groups = _deal(hidden_sizes, alphas, seeds, d, n_classes, int(parts))
+    top = max(float(a) for a in alphas)  # the alpha class set apart, for every part
+    groups = _deal(hidden_sizes, alphas, seeds, top, d, n_classes, int(parts))
     with progress_bar(max_iter, desc, unit="epoch", enabled=progress, leave=False) as bar:
         report = _PartsProgress(bar, len(groups))
 
         def run(k):
             _train_part(
-                groups[k], data, n_classes, hidden_sizes, alphas, seeds, static, out,
+                groups[k], data, n_classes, hidden_sizes, alphas, seeds, top, static, out,
                 n_iter_no_change=int(n_iter_no_change), report=functools.partial(report, k),
             )
 
@@ -809,16 +810,19 @@ def train_mlps(
     return out
 
 
-def _deal(hidden_sizes, alphas, seeds, d: int, n_classes: int, parts: int) -> list[np.ndarray]:
+def _deal(
+    hidden_sizes, alphas, seeds, top: float, d: int, n_classes: int, parts: int
+) -> list[np.ndarray]:
     """Deal the models into at most ``parts`` lists (caller's indices) of about equal work.
 
-    Whole blocks of :func:`_plan`'s key (seed, H1, largest alpha or not) are
-    dealt, largest first, each to the part with the least work so far. A
+    Units of one (seed, H1, alpha class) are dealt, largest first, each to
+    the part with the least work so far: a block of :func:`_plan` is never
+    split, except a retrain over seeds, whose seeds are dealt apart (each part
+    makes one block of the seeds it gets). A
     model's work per step is its products' size, d H1 + H1 H2 + H2 C, doubled
     for the largest alpha (those models train about twice as long). The
     result depends only on the models, never on the machine.
     """
-    top = max(float(a) for a in alphas)
     by_key: dict = {}
     cost: dict = {}
     for m, ((h1, h2), a, s) in enumerate(zip(hidden_sizes, alphas, seeds)):
@@ -855,7 +859,7 @@ class _PartsProgress:
             self.bar.set_postfix(active=sum(a for a in self.active if a))
 
 
-def _train_part(models, data, n_classes, hidden_sizes, alphas, seeds, static, out, *,
+def _train_part(models, data, n_classes, hidden_sizes, alphas, seeds, top, static, out, *,
                 n_iter_no_change, report) -> None:
     """Train the caller's models ``models`` in one program; write them into ``out``."""
     d = data[0].shape[1]
@@ -863,7 +867,7 @@ def _train_part(models, data, n_classes, hidden_sizes, alphas, seeds, static, ou
     # The call's largest alpha, not the part's: the blocking (hence the program)
     # of a part must not depend on the alphas of the other parts.
     blocks, order, distinct = _plan([hidden_sizes[m] for m in sub], [alphas[m] for m in sub],
-                                    [seeds[m] for m in sub], top=max(map(float, alphas)))
+                                    [seeds[m] for m in sub], top=top)
     order = np.asarray(sub, np.int64)[order]  # block order -> the caller's indices
     M = order.size
     host = [_init_model(d, n_classes, int(hidden_sizes[m][0]), int(hidden_sizes[m][1]),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomcore.solvers.certificates import certificate
+from geomcore.solvers.params import WorkingSetParams
 
 __all__ = ["certify_all"]
 
@@ -22,7 +23,7 @@ __all__ = ["certify_all"]
 # kernels for a few), but the same way at any position of a block of a fixed
 # width: with fixed blocks a pair's scores, and so its certificates, do not
 # depend on which other pairs share its round, its call or its process.
-_BLOCK = 8
+_BLOCK = WorkingSetParams().price_block  # one default for the engine and this module
 
 
 def pair_scores(

@@ -202,7 +202,7 @@ def test_parts_run_concurrently_and_train_the_same_models():
     for a, b in zip(one.params, two.params):
         np.testing.assert_allclose(a, b, atol=2e-5)
 
-    dealt = mlp._deal(sizes, alphas, seeds, 2, 2, 2)
+    dealt = mlp._deal(sizes, alphas, seeds, max(alphas), 2, 2, 2)
     assert len(dealt) == 2
     assert sorted(np.concatenate(dealt).tolist()) == list(range(len(sizes)))
     part_of = {int(m): k for k, ms in enumerate(dealt) for m in ms}
@@ -212,7 +212,7 @@ def test_parts_run_concurrently_and_train_the_same_models():
             if key[i] == key[j]:
                 assert part_of[i] == part_of[j]
     # a grid of equal blocks splits evenly
-    grid = mlp._deal([(32, 32)] * 8, [1e-3] * 8, list(range(8)), 10, 3, 2)
+    grid = mlp._deal([(32, 32)] * 8, [1e-3] * 8, list(range(8)), 1e-3, 10, 3, 2)
     assert sorted(len(ms) for ms in grid) == [4, 4]
 
 
